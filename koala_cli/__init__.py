@@ -1,0 +1,65 @@
+"""koala: a streaming command-line client and Python library for the koala.sh chat service.
+
+The library is importable without the CLI: ``import koala_cli`` never loads Typer, and httpx
+is loaded only when the provider is first touched, so ``koala --version`` stays instant.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BlockedError,
+    HistoryError,
+    KoalaError,
+    NetworkError,
+    ProtocolError,
+    ServiceError,
+    TimeoutError,
+    UsageError,
+)
+from .models import DEFAULT_MODEL, Message, Role
+
+if TYPE_CHECKING:
+    from .base import AsyncGeneratorProvider, ProviderModelMixin
+    from .provider import Koala, build_payload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "AsyncGeneratorProvider",
+    "BlockedError",
+    "HistoryError",
+    "Koala",
+    "KoalaError",
+    "Message",
+    "NetworkError",
+    "ProtocolError",
+    "ProviderModelMixin",
+    "Role",
+    "ServiceError",
+    "TimeoutError",
+    "UsageError",
+    "__version__",
+    "build_payload",
+]
+
+_LAZY = {
+    "AsyncGeneratorProvider": "base",
+    "ProviderModelMixin": "base",
+    "Koala": "provider",
+    "build_payload": "provider",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the provider (and httpx) on first use only."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'koala_cli' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

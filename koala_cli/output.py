@@ -1,0 +1,125 @@
+"""Writers for the reply: raw text or NDJSON, one write and one flush per network read.
+
+Only the data goes to the stream given here; notices and errors are the caller's, on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from json.encoder import encode_basestring  # the C encoder when available; no ASCII escaping
+from typing import BinaryIO, Protocol
+
+__all__ = ["JsonWriter", "Reply", "TextWriter", "Writer", "terminal_safe"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete reply and how it arrived."""
+
+    text: str
+    model: str
+    chunks: int
+    first_chunk_s: float | None
+    elapsed_s: float
+
+
+class Writer(Protocol):
+    """Where a reply goes as it arrives."""
+
+    def start(self, model: str) -> None: ...
+    def chunks(self, batch: list[str]) -> None: ...
+    def done(self, reply: Reply) -> None: ...
+    def error(self, message: str, exit_status: int) -> None: ...
+
+
+def _terminal_table() -> dict[int, str]:
+    table = {code: f"^{chr(code + 64)}" for code in range(0x20) if code not in (0x09, 0x0A)}
+    table[0x7F] = "^?"
+    table.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
+    return table
+
+
+_TERMINAL_SAFE = _terminal_table()
+
+
+def terminal_safe(text: str) -> str:
+    """Show control characters (ESC, CR, C1, ...) as inert text, keeping newlines and tabs.
+
+    The model's text is untrusted: on a terminal it must not move the cursor, retitle the
+    window or hide what it printed.
+    """
+    return text.translate(_TERMINAL_SAFE)
+
+
+class TextWriter:
+    """The reply text as it arrives, ending with a newline; byte-exact unless ``sanitize``."""
+
+    def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
+        self._stream = stream
+        self._sanitize = sanitize
+        self._ends_with_newline = True
+
+    def start(self, model: str) -> None:
+        pass
+
+    def chunks(self, batch: list[str]) -> None:
+        text = batch[0] if len(batch) == 1 else "".join(batch)
+        if self._sanitize:
+            text = terminal_safe(text)
+        self._stream.write(text.encode("utf-8", "replace"))
+        self._stream.flush()
+        self._ends_with_newline = text[-1] == "\n"
+
+    def done(self, reply: Reply) -> None:
+        if not self._ends_with_newline:
+            self._stream.write(b"\n")
+            self._stream.flush()
+
+    def error(self, message: str, exit_status: int) -> None:
+        if not self._ends_with_newline:  # keep the shell prompt off the cut-off line
+            self._stream.write(b"\n")
+            self._stream.flush()
+            self._ends_with_newline = True
+
+
+def _line(record: dict[str, object]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+
+
+class JsonWriter:
+    """NDJSON: a start record, one record a chunk, then a done or an error record."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def _write(self, data: bytes) -> None:
+        self._stream.write(data)
+        self._stream.flush()
+
+    def start(self, model: str) -> None:
+        self._write(_line({"type": "start", "model": model}))
+
+    def chunks(self, batch: list[str]) -> None:
+        # Hand-built records: json.dumps per chunk would cost more than everything else here.
+        lines = "".join([f'{{"type":"chunk","text":{encode_basestring(text)}}}\n' for text in batch])
+        self._write(lines.encode("utf-8", "backslashreplace"))
+
+    def done(self, reply: Reply) -> None:
+        first = None if reply.first_chunk_s is None else round(reply.first_chunk_s * 1000, 1)
+        self._write(
+            _line(
+                {
+                    "type": "done",
+                    "text": reply.text,
+                    "model": reply.model,
+                    "chunks": reply.chunks,
+                    "chars": len(reply.text),
+                    "first_chunk_ms": first,
+                    "elapsed_ms": round(reply.elapsed_s * 1000, 1),
+                }
+            )
+        )
+
+    def error(self, message: str, exit_status: int) -> None:
+        self._write(_line({"type": "error", "message": message, "exit_status": exit_status}))

@@ -1,0 +1,90 @@
+"""An incremental server-sent-events decoder that follows the WHATWG rules (stdlib only).
+
+Why not ``str.splitlines()`` or httpx's ``aiter_lines()``: they also break at U+2028, U+0085
+and friends, which are legal inside a JSON string.  SSE lines end at CRLF, CR or LF only.
+
+The decoder is fed whatever the network gives -- bytes cut anywhere, even inside a UTF-8
+sequence or between CR and LF -- and returns the data of each event completed so far.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+from .errors import ProtocolError
+
+__all__ = ["MAX_EVENT_BYTES", "SSEDecoder"]
+
+#: The largest event (or unterminated line) accepted before the stream is declared broken.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+class SSEDecoder:
+    """Turn a byte stream into the ``data`` of its events, one string per dispatched event.
+
+    Only ``data`` matters to koala: ``event``, ``id`` and ``retry`` fields are parsed and
+    ignored, comments (lines starting with ``:``) are skipped.
+    """
+
+    __slots__ = ("_data", "_has_data", "_limit", "_pending", "_skip_lf", "_utf8")
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = ""  # the start of a line whose end has not arrived yet
+        self._data: list[str] = []  # data lines of the event being built
+        self._has_data = False
+        self._skip_lf = False  # the last piece ended in CR: a leading LF belongs to it
+        self._limit = max_event_bytes
+
+    def feed(self, data: bytes) -> list[str]:
+        """Decode one piece of the stream; return the data of every event it completed."""
+        text = self._utf8.decode(data)
+        if not text:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if text[0] == "\n":
+                text = text[1:]
+        if "\r" in text:
+            self._skip_lf = text[-1] == "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        if self._pending:
+            lines[0] = self._pending + lines[0]
+        self._pending = lines.pop()
+        if len(self._pending) > self._limit:
+            raise ProtocolError(f"event stream line longer than {self._limit} bytes")
+        return self._lines(lines) if lines else []
+
+    def close(self) -> list[str]:
+        """End of stream: an event still being built is dispatched (a lenient reading of the spec)."""
+        tail = self._utf8.decode(b"", final=True)
+        lines = [self._pending + tail, ""]
+        self._pending = ""
+        return self._lines(lines)
+
+    def _lines(self, lines: list[str]) -> list[str]:
+        events: list[str] = []
+        data = self._data
+        for line in lines:
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+                self._has_data = True
+            elif not line:
+                if self._has_data:
+                    events.append(data[0] if len(data) == 1 else "\n".join(data))
+                    data.clear()
+                    self._has_data = False
+            elif line[0] == ":":
+                continue
+            else:
+                self._field(line)
+        if self._has_data and sum(map(len, data)) > self._limit:
+            raise ProtocolError(f"event larger than {self._limit} bytes")
+        return events
+
+    def _field(self, line: str) -> None:
+        if line == "data":  # "data" without a colon: an empty data line
+            self._data.append("")
+            self._has_data = True
+        # event, id, retry and unknown fields carry nothing koala uses.

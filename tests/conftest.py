@@ -1,0 +1,58 @@
+"""Shared fixtures: a clean environment, the stand-in server, and the real `koala` command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from standin import StandIn
+
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's koala settings, proxies or unbuffered stdio."""
+    for name in list(os.environ):
+        if name.startswith("KOALA_") or name.upper() in _PROXY_VARS or name == "PYTHONUNBUFFERED":
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.fixture
+def server() -> Iterator[StandIn]:
+    stand_in = StandIn().start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def koala_command() -> list[str]:
+    """The installed `koala` script next to this interpreter, else `python -m koala_cli`."""
+    script = Path(sys.executable).with_name("koala")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("koala")
+    return [found] if found else [sys.executable, "-m", "koala_cli"]
+
+
+KOALA = koala_command()
+
+
+def run_koala(*args: str, stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    """Run the real command through pipes; stdin is /dev/null unless given."""
+    return subprocess.run(
+        [*KOALA, *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,168 @@
+"""A loopback stand-in for koala.sh: scripted HTTP answers, byte by byte, with gates.
+
+Each request takes the next ``Script`` from the queue (or the default).  A script is a status,
+headers, and body parts: ``bytes`` are sent as they are (one ``send`` each), a
+``threading.Event`` is waited for (bounded), ``DROP`` closes the connection abruptly.  Every
+request is recorded for assertions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+DROP = object()
+GATE_TIMEOUT = 20.0
+
+
+def sse(*texts: str, done: bool = False) -> bytes:
+    """koala.sh's event stream for these text chunks."""
+    body = b"".join(b"data: " + json.dumps(t).encode() + b"\n\n" for t in texts)
+    return body + (b"data: [DONE]\n\n" if done else b"")
+
+
+@dataclass
+class Script:
+    """One scripted answer."""
+
+    parts: list[Any] = field(default_factory=list)
+    status: int = 200
+    reason: str = "OK"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
+    framing: str = "close"  # "close" (body ends with the connection), "length" or "chunked"
+    length: int | None = None  # a Content-Length that may lie, with framing="length"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class StandIn:
+    """A threaded HTTP/1.1 server on 127.0.0.1 that follows scripts."""
+
+    def __init__(self) -> None:
+        self.scripts: deque[Script] = deque()
+        self.default = Script([sse("Hello", ", world", done=True)])
+        self.requests: list[Recorded] = []
+        self.served = threading.Semaphore(0)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def push(self, *scripts: Script) -> None:
+        self.scripts.extend(scripts)
+
+    def start(self) -> StandIn:
+        self._acceptor.start()
+        return self
+
+    def stop(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        if self._acceptor.is_alive():
+            self._acceptor.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._conns.add(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            request = _read_request(conn)
+            if request is None:
+                return
+            self.requests.append(request)
+            script = self.scripts.popleft() if self.scripts else self.default
+            self._answer(conn, script)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            self.served.release()
+
+    def _answer(self, conn: socket.socket, script: Script) -> None:
+        head = [f"HTTP/1.1 {script.status} {script.reason}"]
+        head += [f"{name}: {value}" for name, value in script.headers.items()]
+        if script.framing == "chunked":
+            head.append("Transfer-Encoding: chunked")
+        elif script.framing == "length":
+            size = script.length
+            if size is None:
+                size = sum(len(p) for p in script.parts if isinstance(p, bytes))
+            head.append(f"Content-Length: {size}")
+        head.append("Connection: close")
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        for part in script.parts:
+            if part is DROP:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                return
+            if isinstance(part, threading.Event):
+                part.wait(GATE_TIMEOUT)
+                continue
+            if script.framing == "chunked":
+                conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            else:
+                conn.sendall(part)
+        if script.framing == "chunked":
+            conn.sendall(b"0\r\n\r\n")
+
+
+def _read_request(conn: socket.socket) -> Recorded | None:
+    conn.settimeout(GATE_TIMEOUT)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(65536)
+        if not piece:
+            return None
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    size = int(headers.get("content-length", "0"))
+    while len(body) < size:
+        piece = conn.recv(65536)
+        if not piece:
+            break
+        body += piece
+    return Recorded(method, path, headers, body)

@@ -1,0 +1,103 @@
+"""History files: validation with FILE:LINE, tolerated quirks, locked appends, round-trip."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from koala_cli.errors import HistoryError, KoalaError
+from koala_cli.history import append_turns, format_messages, load_history, parse_history
+from koala_cli.models import Message
+
+
+def test_missing_file_is_empty(tmp_path: Path) -> None:
+    assert load_history(tmp_path / "none.jsonl") == []
+
+
+def test_missing_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match="does not exist"):
+        load_history(tmp_path / "no" / "such.jsonl")
+
+
+def test_directory_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match="directory"):
+        load_history(tmp_path)
+
+
+def test_tolerated_quirks() -> None:
+    data = b'\xef\xbb\xbf{"role":"user","content":"a"}\r\n\r\n  \n{"role":"assistant","content":"b","extra":1}'
+    messages = parse_history(data, "h")
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "a"), ("assistant", "b")]
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b'{"role":"user","content":"a"}\n{oops\n', "h:2: not valid JSON"),
+        (b'\n\n["a"]\n', "h:3: expected a JSON object"),
+        (b'{"role":"bot","content":"a"}', "h:1: unknown role 'bot'"),
+        (b'{"content":"a"}', 'h:1: missing "role"'),
+        (b'{"role":"user","content":5}', 'h:1: "content" must be a string'),
+        (b'{"role":"user"}', 'h:1: "content" must be a string'),
+        (b'{"role":"user","content":"a"}\n{"role":"user","content":"\xff"}\n', "h:2: not valid UTF-8"),
+    ],
+)
+def test_malformed_lines(data: bytes, why: str) -> None:
+    with pytest.raises(HistoryError) as caught:
+        parse_history(data, "h")
+    assert str(caught.value).startswith(why)
+
+
+def test_append_creates_private_file(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    append_turns(path, "q", "a")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_history(path) == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+def test_append_does_not_glue_onto_unterminated_line(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(b'{"role":"user","content":"x"}')
+    append_turns(path, "q", "a")
+    assert len(load_history(path)) == 3
+    assert path.read_bytes().startswith(b'{"role":"user","content":"x"}\n{')
+
+
+def test_append_keeps_earlier_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    before = b'{"role": "user", "content": "x", "keep": true}\r\n'
+    path.write_bytes(before)
+    append_turns(path, "q", "a")
+    assert path.read_bytes().startswith(before)
+
+
+def test_lone_surrogate_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    append_turns(path, "q\ud800", "a")
+    assert load_history(path)[0]["content"] == "q\ud800"
+
+
+messages_strategy = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": st.text()}),
+    max_size=8,
+)
+
+
+@given(messages_strategy)
+def test_round_trip(messages: list[Message]) -> None:
+    assert parse_history(format_messages(messages), "h") == messages
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_load_or_raise_history_error(data: bytes) -> None:
+    try:
+        result = parse_history(data, "h")
+    except KoalaError as exc:
+        assert isinstance(exc, HistoryError)
+        assert str(exc).startswith("h:")
+        return
+    assert all(m["role"] in ("system", "user", "assistant") for m in result)

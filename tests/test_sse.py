@@ -1,0 +1,107 @@
+"""The SSE decoder against the WHATWG rules, and cut at every byte."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from koala_cli.errors import ProtocolError
+from koala_cli.sse import SSEDecoder
+
+
+def decode(*pieces: bytes) -> list[str]:
+    decoder = SSEDecoder()
+    events: list[str] = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+    return events + decoder.close()
+
+
+def test_spec_example_multiline_data() -> None:
+    # WHATWG example: two data lines join with a newline; a comment is skipped.
+    stream = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\n"
+    assert decode(stream) == ["first event", "second event", " third event"]
+
+
+def test_spec_example_empty_data_events() -> None:
+    assert decode(b"data\n\ndata\ndata\n\ndata:\n") == ["", "\n", ""]
+
+
+def test_data_lines_join_with_newline() -> None:
+    assert decode(b"data: YHOO\ndata: +2\ndata: 10\n\n") == ["YHOO\n+2\n10"]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r", b"\r\n"])
+def test_every_line_ending(eol: bytes) -> None:
+    assert decode(b"data: a" + eol + b"data: b" + eol + eol + b"data: c" + eol + eol) == ["a\nb", "c"]
+
+
+def test_cr_and_lf_split_across_pieces() -> None:
+    assert decode(b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n") == ["a", "b"]
+
+
+def test_unicode_line_separators_are_not_line_ends() -> None:
+    text = "a\u2028b\u2029c\x85d\x0be\x0cf"
+    assert decode(f"data: {text}\n\n".encode()) == [text]
+
+
+def test_comments_other_fields_and_no_space() -> None:
+    assert decode(b":c\nevent: x\nid: 7\nretry: 10\ndata:x\nfoo: bar\n\n") == ["x"]
+
+
+def test_blank_line_without_data_dispatches_nothing() -> None:
+    assert decode(b"\n\n\nevent: ping\n\n") == []
+
+
+def test_utf8_cut_inside_a_sequence() -> None:
+    data = "data: é😀\n\n".encode()
+    assert decode(*[data[i : i + 1] for i in range(len(data))]) == ["é😀"]
+
+
+def test_unterminated_event_at_end_is_dispatched() -> None:
+    assert decode(b'data: "tail"') == ['"tail"']
+
+
+def test_oversized_line_is_a_protocol_error() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"data: " + b"x" * 200)
+
+
+def test_oversized_event_is_a_protocol_error() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(ProtocolError):
+        for _ in range(50):
+            decoder.feed(b"data: xxxxxxxx\n")
+
+
+SAMPLE = (
+    b': hello\r\ndata: "H\\u00e9llo"\r\n\r\ndata:x\rdata: y\r\r'
+    + "data: ü\u2028😀\n\n".encode()
+    + b"event: e\nid: 3\ndata\n\ndata: [DONE]\n\n"
+)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(SAMPLE)), max_size=12))
+def test_cut_anywhere_decodes_the_same(cuts: list[int]) -> None:
+    bounds = [0, *sorted(cuts), len(SAMPLE)]
+    pieces = [SAMPLE[a:b] for a, b in itertools.pairwise(bounds)]
+    assert decode(*pieces) == decode(SAMPLE)
+
+
+def test_cut_at_every_single_offset() -> None:
+    whole = decode(SAMPLE)
+    for i in range(len(SAMPLE) + 1):
+        assert decode(SAMPLE[:i], SAMPLE[i:]) == whole, i
+
+
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=300))
+def test_arbitrary_bytes_decode_or_raise_protocol_error(data: bytes, cut: int) -> None:
+    try:
+        result = decode(data[:cut], data[cut:])
+    except ProtocolError:
+        return
+    assert all(isinstance(event, str) for event in result)
