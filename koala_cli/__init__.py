@@ -22,21 +22,27 @@ from .models import DEFAULT_MODEL, Message, Role
 
 if TYPE_CHECKING:
     from .base import AsyncGeneratorProvider, ProviderModelMixin
+    from .openai import OpenAI
     from .provider import Koala, build_payload
+    from .streaming import HTTPStreamProvider, RequestSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "PROVIDERS",
     "AsyncGeneratorProvider",
     "BlockedError",
+    "HTTPStreamProvider",
     "HistoryError",
     "Koala",
     "KoalaError",
     "Message",
     "NetworkError",
+    "OpenAI",
     "ProtocolError",
     "ProviderModelMixin",
+    "RequestSpec",
     "Role",
     "ServiceError",
     "TimeoutError",
@@ -50,7 +56,13 @@ _LAZY = {
     "ProviderModelMixin": "base",
     "Koala": "provider",
     "build_payload": "provider",
+    "OpenAI": "openai",
+    "HTTPStreamProvider": "streaming",
+    "RequestSpec": "streaming",
 }
+
+#: ``--provider`` names and the classes they load (lazily, by module path).
+PROVIDERS: dict[str, str] = {"koala": "provider:Koala", "openai": "openai:OpenAI"}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,8 @@ from koala_cli import (
     UsageError,
 )
 from koala_cli.models import Message
-from koala_cli.provider import build_payload, chunk_from_event, parse_retry_after
+from koala_cli.provider import build_payload
+from koala_cli.streaming import chunk_from_event, parse_retry_after
 
 pytestmark = pytest.mark.anyio
 
