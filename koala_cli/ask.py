@@ -1,4 +1,7 @@
-"""One question, one streamed reply: history in, reply out, history appended on success."""
+"""One question, one streamed reply: history in, reply out, history appended on success.
+
+Shared by ``koala ask``, ``koala chat`` and ``koala batch``; it knows nothing of the CLI.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import builtins
 import time
 from collections.abc import Callable
 from contextlib import aclosing, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -15,20 +19,25 @@ from .errors import TimeoutError
 from .history import append_turns, check_writable, load_history
 from .models import Message
 from .output import Reply, Writer
-from .provider import Koala
 
-__all__ = ["AskOptions", "ask", "conversation"]
+if TYPE_CHECKING:
+    from .streaming import HTTPStreamProvider
+
+__all__ = ["AskOptions", "Connection", "ask", "conversation", "last_turns", "stream_reply"]
+
+
+def _koala() -> type[HTTPStreamProvider]:
+    from .provider import Koala
+
+    return Koala
 
 
 @dataclass(frozen=True)
-class AskOptions:
-    """Everything one ``ask`` needs, already validated by the caller."""
+class Connection:
+    """How to reach the service: the same for every turn of a chat or job of a batch."""
 
-    prompt: str
-    model: str
-    base_url: str
-    system: str | None = None
-    history: Path | None = None
+    provider: type[HTTPStreamProvider] = field(default_factory=_koala)
+    base_url: str | None = None
     timeout: float = 60.0
     max_time: float | None = None
     proxy: str | None = None
@@ -37,39 +46,58 @@ class AskOptions:
     retries: int = 3
 
 
-def conversation(prior: list[Message], system: str | None, prompt: str) -> list[Message]:
-    """Prior turns, then ``--system``, then the new user turn."""
-    messages = list(prior)
+@dataclass(frozen=True)
+class AskOptions:
+    """One ``ask``: the prompt and what surrounds it."""
+
+    prompt: str
+    model: str = ""
+    system: str | None = None
+    history: Path | None = None
+    max_turns: int | None = None
+    connection: Connection = field(default_factory=Connection)
+
+
+def last_turns(messages: list[Message], turns: int | None) -> list[Message]:
+    """System lines, plus the last ``turns`` user turns with what follows each (all if None)."""
+    if turns is None:
+        return list(messages)
+    starts = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    cut = len(messages) if turns == 0 else (starts[-turns] if len(starts) >= turns else 0)
+    return [m for i, m in enumerate(messages) if i >= cut or m["role"] == "system"]
+
+
+def conversation(prior: list[Message], system: str | None, prompt: str, max_turns: int | None = None) -> list[Message]:
+    """Prior turns (the last ``max_turns`` of them), then ``--system``, then the new user turn."""
+    messages = last_turns(prior, max_turns)
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
     return messages
 
 
-async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]) -> Reply:
-    """Stream the reply into ``writer``; append the turn to the history only once it is complete."""
-    prior: list[Message] = []
-    if options.history is not None:
-        prior = load_history(options.history)
-        check_writable(options.history)
-    messages = conversation(prior, options.system, options.prompt)
-    model = Koala.get_model(options.model)
+async def stream_reply(
+    messages: list[Message], model: str, connection: Connection, writer: Writer, notify: Callable[[str], None]
+) -> Reply:
+    """Stream one reply into ``writer`` and return it complete."""
+    provider = connection.provider
+    model = provider.get_model(model)
     writer.start(model)
     parts: list[str] = []
     started = time.monotonic()
     first_chunk: float | None = None
-    deadline = anyio.fail_after(options.max_time) if options.max_time else nullcontext()
+    deadline = anyio.fail_after(connection.max_time) if connection.max_time else nullcontext()
     try:
         with deadline:
-            stream = Koala.stream_batches(
+            stream = provider.stream_batches(
                 model,
                 messages,
-                options.proxy,
-                base_url=options.base_url,
-                timeout=options.timeout,
-                web_search=options.web_search,
-                api_key=options.api_key,
-                retries=options.retries,
+                connection.proxy,
+                base_url=connection.base_url,
+                timeout=connection.timeout,
+                web_search=connection.web_search,
+                api_key=connection.api_key,
+                retries=connection.retries,
                 on_retry=notify,
             )
             async with aclosing(stream) as batches:
@@ -79,8 +107,18 @@ async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]
                     writer.chunks(batch)
                     parts += batch
     except builtins.TimeoutError:
-        raise TimeoutError(f"no complete reply within --max-time {options.max_time:g} s") from None
-    reply = Reply("".join(parts), model, len(parts), first_chunk, time.monotonic() - started)
+        raise TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
+    return Reply("".join(parts), model, len(parts), first_chunk, time.monotonic() - started)
+
+
+async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]) -> Reply:
+    """Stream the reply into ``writer``; append the turn to the history only once it is complete."""
+    prior: list[Message] = []
+    if options.history is not None:
+        prior = load_history(options.history)
+        check_writable(options.history)
+    messages = conversation(prior, options.system, options.prompt, options.max_turns)
+    reply = await stream_reply(messages, options.model, options.connection, writer, notify)
     if options.history is not None:
         append_turns(options.history, options.prompt, reply.text)
     writer.done(reply)

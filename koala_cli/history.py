@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import HistoryError
 from .models import ROLES, Message
 
-__all__ = ["append_turns", "check_writable", "format_messages", "load_history", "parse_history"]
+__all__ = ["append_turns", "check_writable", "format_messages", "load_history", "parse_history", "validate_message"]
 
 _ROLE_LIST = "system, user or assistant"
 
@@ -62,7 +62,7 @@ def parse_history(data: bytes, name: str) -> list[Message]:
             value = loads(raw)
         except ValueError as exc:
             raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
-        messages.append(_message(value, f"{name}:{number}"))
+        messages.append(validate_message(value, f"{name}:{number}"))
     return messages
 
 
@@ -70,7 +70,7 @@ def _json_reason(exc: ValueError) -> str:
     return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
 
 
-def _message(value: object, where: str) -> Message:
+def validate_message(value: object, where: str) -> Message:
     if not isinstance(value, dict):
         raise HistoryError(f"{where}: expected a JSON object, got {type(value).__name__}")
     role = value.get("role")

@@ -1,0 +1,141 @@
+"""``koala ask``: one prompt, one streamed reply."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import KoalaError, UsageError
+from . import _shared as shared
+
+if TYPE_CHECKING:
+    from ..ask import AskOptions
+    from ..output import Reply, Writer
+
+HELP = """Ask a question and stream the reply to stdout.
+
+The prompt is the PROMPT words joined by spaces. When stdin is not a terminal its text is
+read too (trailing newlines removed); with both, stdin comes first, then a blank line, then
+the words. The reply is written as it arrives; with --json, as NDJSON records.
+
+\b
+Examples:
+  echo "hi" | koala ask
+  koala ask "Translate to French: good morning"
+  cat notes.txt | koala ask "summarise in 3 bullets"
+  koala ask -H chat.jsonl "my name is Ann"
+  koala ask --json "hi" | jq -j 'select(.type=="chunk").text'
+  koala ask --dry-run -H chat.jsonl "what did I say?"
+"""
+
+
+def ask(
+    prompt: Annotated[list[str] | None, typer.Argument(metavar="PROMPT", show_default=False, hidden=True)] = None,
+    model: shared.Model = shared.DEFAULTS["model"],
+    system: shared.System = None,
+    history: Annotated[
+        Path | None,
+        typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
+    ] = None,
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", metavar="N", help="Send only the last N turns of the history.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Write NDJSON records: start, chunks, done/error.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the request that would be sent (secrets masked) and exit.")
+    ] = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")] = False,
+    provider: shared.Provider = shared.DEFAULTS["provider"],
+    base_url: shared.BaseUrl = None,
+    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
+    max_time: shared.MaxTime = None,
+    retries: shared.Retries = shared.DEFAULTS["retries"],
+    proxy: shared.Proxy = None,
+    api_key: shared.ApiKey = None,
+    web_search: shared.WebSearch = False,
+    debug: shared.Debug = False,
+) -> None:
+    from ..ask import AskOptions
+    from ..ask import ask as run_ask
+    from ..output import JsonWriter, TextWriter
+
+    stdout = sys.stdout.buffer
+    writer: Writer = JsonWriter(stdout) if json_output else TextWriter(stdout, sanitize=stdout.isatty())
+    try:
+        if max_turns is not None and max_turns < 0:
+            raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
+        options = AskOptions(
+            prompt=_prompt(prompt or []),
+            model=model,
+            system=system,
+            history=history,
+            max_turns=max_turns,
+            connection=shared.connection(
+                provider=provider,
+                base_url=base_url,
+                timeout=timeout,
+                max_time=max_time,
+                retries=retries,
+                proxy=proxy,
+                api_key=api_key,
+                web_search=web_search,
+            ),
+        )
+        if dry_run:
+            _dry_run(options, json_output)
+            return
+    except KoalaError as exc:
+        shared.fail(exc, writer, debug)
+    outcome = shared.run_guarded(lambda: run_ask(options, writer, shared.notice))
+    shared.finish(outcome, writer, debug)
+    if stats:
+        shared.notice(stats_line(outcome.value))
+
+
+def _prompt(words: list[str]) -> str:
+    """stdin (when it is not a terminal), a blank line, then the words."""
+    stdin_text = shared.read_stdin()
+    if stdin_text is None and not words:
+        raise UsageError("no prompt: give it as arguments or on standard input (see 'koala ask --help')")
+    prompt = "\n\n".join(part for part in (stdin_text, " ".join(words)) if part)
+    if not prompt.strip():
+        raise UsageError("empty prompt: nothing to ask")
+    return prompt
+
+
+def stats_line(reply: Reply) -> str:
+    """Time to first chunk, total time, chunks, characters, characters per second."""
+    first = "-" if reply.first_chunk_s is None else f"{reply.first_chunk_s * 1000:.0f} ms"
+    rate = len(reply.text) / reply.elapsed_s if reply.elapsed_s > 0 else 0.0
+    return (
+        f"stats: first chunk {first}, total {reply.elapsed_s * 1000:.0f} ms, {reply.chunks} chunks, "
+        f"{len(reply.text)} chars, {rate:.0f} chars/s"
+    )
+
+
+def _dry_run(options: AskOptions, json_output: bool) -> None:
+    """The exact request, secrets masked, without any network."""
+    from ..ask import conversation
+    from ..history import load_history
+
+    prior = load_history(options.history) if options.history is not None else []
+    messages = conversation(prior, options.system, options.prompt, options.max_turns)
+    link = options.connection
+    spec = link.provider.request_spec(
+        options.model, messages, base_url=link.base_url, web_search=link.web_search, api_key=link.api_key
+    )
+    headers = {
+        name: ("Bearer ***" if name.lower() == "authorization" else value) for name, value in spec.headers.items()
+    }
+    if json_output:
+        record = {"method": spec.method, "url": spec.url, "headers": headers, "body": spec.body}
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    lines = [f"{spec.method} {spec.url}", *(f"{name}: {value}" for name, value in headers.items()), ""]
+    sys.stdout.write("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")

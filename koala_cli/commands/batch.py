@@ -1,0 +1,136 @@
+"""``koala batch``: many prompts, concurrently, one NDJSON result a line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import KoalaError, UsageError
+from . import _shared as shared
+
+if TYPE_CHECKING:
+    from ..batch import Progress
+
+HELP = """Run many prompts concurrently; write one NDJSON result a line.
+
+Input (FILE, or stdin with - or no FILE): JSONL, one job a line --
+{"id": ..., "prompt": "...", "system"?: "...", "model"?: "...", "history"?: [messages]}
+-- or, with --lines, one prompt a line (its id is the line number). Output, in input order
+unless --unordered: {"id", "ok": true, "text", "model", "elapsed_ms", "first_chunk_ms"} or
+{"id", "ok": false, "error": {"message", "exit_status"}}. A bad input line becomes an error
+result with its line number; the other jobs still run.
+
+\b
+Examples:
+  koala batch jobs.jsonl > results.jsonl
+  printf 'hi\\nhello\\n' | koala batch --lines --concurrency 8
+  koala batch jobs.jsonl --resume results.jsonl >> results.jsonl
+"""
+
+EPILOG = shared.EXIT_STATUS_HELP.replace(
+    "  0    success", "  0    every job succeeded; otherwise the status of the first failed job in input order"
+)
+
+
+def batch(
+    file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Requests in flight at most.")] = 4,
+    unordered: Annotated[bool, typer.Option("--unordered", help="Write results as they complete.")] = False,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs whose id has an ok result in OUT.")
+    ] = None,
+    model: shared.Model = shared.DEFAULTS["model"],
+    system: shared.System = None,
+    provider: shared.Provider = shared.DEFAULTS["provider"],
+    base_url: shared.BaseUrl = None,
+    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
+    max_time: shared.MaxTime = None,
+    retries: shared.Retries = shared.DEFAULTS["retries"],
+    proxy: shared.Proxy = None,
+    api_key: shared.ApiKey = None,
+    web_search: shared.WebSearch = False,
+    debug: shared.Debug = False,
+) -> None:
+    from ..batch import BadJob, Progress, done_ids, parse_jobs, run_batch
+
+    try:
+        if concurrency < 1:
+            raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
+        link = shared.connection(
+            provider=provider,
+            base_url=base_url,
+            timeout=timeout,
+            max_time=max_time,
+            retries=retries,
+            proxy=proxy,
+            api_key=api_key,
+            web_search=web_search,
+        )
+        name, text = _input(file)
+        jobs = list(parse_jobs(text, name, lines=lines))
+        if resume is not None and resume.exists():
+            skip = done_ids(_read_text(resume))
+            jobs = [j for j in jobs if isinstance(j, BadJob) or json.dumps(j.id, sort_keys=True) not in skip]
+    except KoalaError as exc:
+        shared.fail(exc, None, debug)
+
+    out = sys.stdout.buffer
+    show_progress = sys.stderr.isatty()
+
+    def emit(result: dict[str, Any]) -> None:
+        out.write((json.dumps(result, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
+        out.flush()
+
+    def on_progress(progress: Progress) -> None:
+        if show_progress:
+            sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}")
+            sys.stderr.flush()
+
+    progress = Progress()
+    outcome = shared.run_guarded(
+        lambda: run_batch(
+            jobs,
+            model=model,
+            system=system,
+            connection=link,
+            concurrency=concurrency,
+            ordered=not unordered,
+            emit=emit,
+            progress=progress,
+            on_progress=on_progress,
+        )
+    )
+    if show_progress:
+        sys.stderr.write("\n")
+    shared.finish(outcome, None, debug)
+    raise typer.Exit(outcome.value or 0)
+
+
+def _input(file: str | None) -> tuple[str, str]:
+    if file is None or file == "-":
+        if file is None and sys.stdin is not None and sys.stdin.isatty():
+            raise UsageError("no input: give a FILE, or jobs on standard input (see 'koala batch --help')")
+        data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+        return "<stdin>", _decode(data, "standard input")
+    return file, _read_text(Path(file))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    return _decode(data, str(path))
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{name}:{line}: not valid UTF-8") from None

@@ -1,0 +1,197 @@
+"""``koala chat``: an interactive conversation, one streamed reply per turn."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import KoalaError
+from . import _shared as shared
+
+if TYPE_CHECKING:
+    from ..ask import Connection
+    from ..models import Message
+
+HELP = """Talk with the service: replies stream as they come.
+
+Enter sends a message; end a line with a backslash to continue it on the next line.
+Ctrl-C during a reply stops it and returns to the prompt (the turn is not saved); Ctrl-C or
+Ctrl-D at an empty prompt leaves. With -H FILE the conversation continues and extends a JSONL
+history exactly as 'koala ask -H' does.
+
+\b
+Commands:
+  /help          this list
+  /model NAME    use another model (without NAME: show the current one)
+  /system TEXT   a system instruction for the following turns (without TEXT: clear it)
+  /history       show the conversation so far
+  /exit          leave (also /quit)
+"""
+
+COMMANDS_HELP = """/help  /model NAME  /system TEXT  /history  /exit
+End a line with \\ to continue it. Ctrl-C stops a reply; Ctrl-D leaves."""
+
+
+def chat(
+    history: Annotated[
+        Path | None,
+        typer.Option("-H", "--history", metavar="FILE", help="JSONL history: continue it and append each turn."),
+    ] = None,
+    model: shared.Model = shared.DEFAULTS["model"],
+    system: shared.System = None,
+    provider: shared.Provider = shared.DEFAULTS["provider"],
+    base_url: shared.BaseUrl = None,
+    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
+    max_time: shared.MaxTime = None,
+    retries: shared.Retries = shared.DEFAULTS["retries"],
+    proxy: shared.Proxy = None,
+    api_key: shared.ApiKey = None,
+    web_search: shared.WebSearch = False,
+    debug: shared.Debug = False,
+) -> None:
+    from ..history import check_writable, load_history
+
+    try:
+        link = shared.connection(
+            provider=provider,
+            base_url=base_url,
+            timeout=timeout,
+            max_time=max_time,
+            retries=retries,
+            proxy=proxy,
+            api_key=api_key,
+            web_search=web_search,
+        )
+        prior = load_history(history) if history is not None else []
+        if history is not None:
+            check_writable(history)
+    except KoalaError as exc:
+        shared.fail(exc, None, debug)
+    session = _Session(link, prior, history, model, system, debug)
+    raise typer.Exit(session.loop())
+
+
+class _Session:
+    """The state of one chat: the conversation, the model and the system instruction."""
+
+    def __init__(
+        self, link: Connection, prior: list[Message], path: Path | None, model: str, system: str | None, debug: bool
+    ) -> None:
+        self.link = link
+        self.messages = prior
+        self.path = path
+        self.model = model
+        self.system = system
+        self.debug = debug
+        self.interactive = sys.stdin is not None and sys.stdin.isatty()
+        self.readline = None
+        if self.interactive:
+            try:
+                import readline
+
+                self.readline = readline
+            except ImportError:  # pragma: no cover - not every Python has it
+                pass
+
+    def loop(self) -> int:
+        if self.interactive:
+            shared.notice(f"chat with {self.link.provider.get_model(self.model)}; /help for commands, Ctrl-D to leave")
+        while True:
+            try:
+                text = self._read()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                if self.readline is not None and self.readline.get_line_buffer():
+                    sys.stderr.write("\n")
+                    continue  # Ctrl-C on a half-typed line discards it
+                break
+            if not text.strip():
+                continue
+            if text.startswith("/"):
+                if self._command(text.strip()):
+                    break
+                continue
+            status = self._turn(text)
+            if status is not None:
+                return status
+        if self.interactive:
+            sys.stderr.write("\n")
+        return 0
+
+    def _read(self) -> str:
+        prompt = "> " if self.interactive else ""
+        lines = []
+        while True:
+            line = input(prompt)
+            if line.endswith("\\"):
+                lines.append(line[:-1])
+                prompt = "… " if self.interactive else ""
+                continue
+            lines.append(line)
+            return "\n".join(lines)
+
+    def _command(self, text: str) -> bool:
+        """Handle a slash command; True means leave."""
+        name, _, argument = text.partition(" ")
+        argument = argument.strip()
+        if name in ("/exit", "/quit"):
+            return True
+        if name == "/help":
+            sys.stderr.write(COMMANDS_HELP + "\n")
+        elif name == "/model":
+            if argument:
+                self.model = argument
+            shared.notice(f"model: {self.link.provider.get_model(self.model)}")
+        elif name == "/system":
+            self.system = argument or None
+            shared.notice(f"system: {self.system}" if self.system else "system instruction cleared")
+        elif name == "/history":
+            for message in self.messages:
+                sys.stdout.write(f"── {message['role']}\n{self._safe(message['content'])}\n\n")
+            sys.stdout.flush()
+        else:
+            shared.notice(f"unknown command {name}; /help lists them")
+        return False
+
+    def _safe(self, text: str) -> str:
+        from ..output import terminal_safe
+
+        return terminal_safe(text) if sys.stdout.isatty() else text
+
+    def _turn(self, text: str) -> int | None:
+        """Ask and stream one reply; an exit status when the chat must end, else None."""
+        from ..ask import conversation, stream_reply
+        from ..history import append_turns
+        from ..output import TextWriter
+
+        messages = conversation(self.messages, self.system, text)
+        writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
+        outcome = shared.run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, shared.notice))
+        if outcome.signal is not None:
+            writer.error("interrupted", 128 + outcome.signal)
+            if outcome.signal != signal.SIGINT:
+                shared.finish(outcome, None, self.debug)
+            shared.notice("reply stopped; not saved")
+            return None
+        if isinstance(outcome.error, BrokenPipeError):
+            shared.finish(outcome, None, self.debug)
+        if outcome.error is not None:
+            writer.error(str(outcome.error), 1)
+            assert isinstance(outcome.error, KoalaError)
+            shared.notice(f"error: {outcome.error}")
+            return None
+        reply = outcome.value
+        writer.done(reply)
+        if self.path is not None:
+            try:
+                append_turns(self.path, text, reply.text)
+            except KoalaError as exc:
+                shared.notice(f"error: {exc}")
+                return None
+        self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
+        return None
