@@ -14,13 +14,32 @@ ROOT = Path(__file__).resolve().parent.parent
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]+)")
 
 
+COMMANDS = [[], ["ask"], ["chat"], ["batch"], ["models"], ["history", "show"], ["completion"]]
+
+
 def help_options() -> set[str]:
-    text = run_koala("--help").stdout.decode() + run_koala("ask", "--help").stdout.decode()
+    text = "".join(run_koala(*command, "--help").stdout.decode() for command in COMMANDS)
     return set(OPTION.findall(text))
 
 
 def test_help_lists_the_options() -> None:
-    assert {"--json", "--history", "--model", "--base-url", "--version", "--help"} <= help_options()
+    options = help_options()
+    assert {"--json", "--history", "--model", "--base-url", "--version", "--help", "--concurrency"} <= options
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_plain_text(command: list[str]) -> None:
+    result = run_koala(*command, "--help")
+    assert result.returncode == 0
+    assert b"\x1b[" not in result.stdout
+    assert result.stdout.startswith(b"Usage: koala")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "man/koala.1"])
+def test_every_command_is_documented(doc: str) -> None:
+    text = (ROOT / doc).read_text()
+    for command in ("koala ask", "koala chat", "koala batch", "koala models", "koala history show", "completion"):
+        assert command.split()[-1] in text
 
 
 @pytest.mark.parametrize("doc", ["README.md", "man/koala.1"])
