@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..output import Writer
     from ..streaming import HTTPStreamProvider
 
-SIGPIPE_STATUS = 128 + 13
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 
 EXIT_STATUS_HELP = """\b
 Exit status:

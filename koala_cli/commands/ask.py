@@ -1,8 +1,6 @@
 """``koala ask``: one prompt, one streamed reply."""
 
-from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -109,7 +107,7 @@ def _prompt(words: list[str]) -> str:
     return prompt
 
 
-def stats_line(reply: Reply) -> str:
+def stats_line(reply: "Reply") -> str:
     """Time to first chunk, total time, chunks, characters, characters per second."""
     first = "-" if reply.first_chunk_s is None else f"{reply.first_chunk_s * 1000:.0f} ms"
     rate = len(reply.text) / reply.elapsed_s if reply.elapsed_s > 0 else 0.0
@@ -119,8 +117,10 @@ def stats_line(reply: Reply) -> str:
     )
 
 
-def _dry_run(options: AskOptions, json_output: bool) -> None:
+def _dry_run(options: "AskOptions", json_output: bool) -> None:
     """The exact request, secrets masked, without any network."""
+    import json
+
     from ..ask import conversation
     from ..history import load_history
 

@@ -1,8 +1,6 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
-from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -56,6 +54,8 @@ def batch(
     web_search: shared.WebSearch = False,
     debug: shared.Debug = False,
 ) -> None:
+    import json
+
     from ..batch import BadJob, Progress, done_ids, parse_jobs, run_batch
 
     try:
@@ -86,7 +86,7 @@ def batch(
         out.write((json.dumps(result, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
         out.flush()
 
-    def on_progress(progress: Progress) -> None:
+    def on_progress(progress: "Progress") -> None:
         if show_progress:
             sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}")
             sys.stderr.flush()

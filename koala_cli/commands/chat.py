@@ -1,6 +1,5 @@
 """``koala chat``: an interactive conversation, one streamed reply per turn."""
 
-from __future__ import annotations
 
 import signal
 import sys
@@ -79,7 +78,7 @@ class _Session:
     """The state of one chat: the conversation, the model and the system instruction."""
 
     def __init__(
-        self, link: Connection, prior: list[Message], path: Path | None, model: str, system: str | None, debug: bool
+        self, link: "Connection", prior: "list[Message]", path: Path | None, model: str, system: str | None, debug: bool
     ) -> None:
         self.link = link
         self.messages = prior

@@ -1,8 +1,6 @@
 """``koala models``, ``koala history show`` and ``koala completion``: small read-only commands."""
 
-from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +28,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object a line."
 
 
 def models(provider: shared.Provider = shared.DEFAULTS["provider"], json_output: JsonFlag = False) -> None:
+    import json
+
     try:
         chosen = shared.load_provider(provider)
     except KoalaError as exc:
@@ -49,6 +49,8 @@ def history_show(
     file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False)],
     json_output: JsonFlag = False,
 ) -> None:
+    import json
+
     from ..history import load_history
     from ..output import terminal_safe
 
