@@ -113,11 +113,16 @@ class _Collect:
     def error(self, message: str, exit_status: int) -> None: ...
 
 
-async def _run_one(job: Job, default_model: str, default_system: str | None, link: Connection) -> Result:
+async def _run_one(
+    job: Job, default_model: str, default_system: str | None, link: Connection, notify: Callable[[str], None]
+) -> Result:
     system = job.system if job.system is not None else default_system
     messages = conversation(job.history, system, job.prompt)
+    tag = json.dumps(job.id, ensure_ascii=False)
     try:
-        reply = await stream_reply(messages, job.model or default_model, link, _Collect(), lambda _: None)
+        reply = await stream_reply(
+            messages, job.model or default_model, link, _Collect(), lambda notice: notify(f"job {tag}: {notice}")
+        )
     except KoalaError as exc:
         return {"id": job.id, "ok": False, "error": {"message": str(exc), "exit_status": exc.exit_status}}
     first = None if reply.first_chunk_s is None else round(reply.first_chunk_s * 1000, 1)
@@ -142,6 +147,7 @@ async def run_batch(
     emit: Callable[[Result], None],
     progress: Progress,
     on_progress: Callable[[Progress], None],
+    notify: Callable[[str], None],
 ) -> int:
     """Run every job, at most ``concurrency`` at once; return the exit status of the first
     failure in input order (0 when all succeeded)."""
@@ -168,7 +174,7 @@ async def run_batch(
 
     async def run(index: int, job: Job) -> None:
         try:
-            record(index, await _run_one(job, model, system, connection))
+            record(index, await _run_one(job, model, system, connection, notify))
         finally:
             progress.in_flight -= 1
             limiter.release()

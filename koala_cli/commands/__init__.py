@@ -4,7 +4,6 @@
 Typer or touch stdin, stdout, the environment and the exit status.
 """
 
-
 import sys
 from typing import Annotated
 

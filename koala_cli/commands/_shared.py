@@ -164,6 +164,7 @@ class Outcome:
     value: Any = None
     signal: int | None = None
     error: BaseException | None = None
+    completed: bool = False  # a signal caught after this is too late to stop anything
 
 
 def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
@@ -180,8 +181,9 @@ def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
-                outcome.signal = signum
-                scope.cancel()
+                if not outcome.completed:
+                    outcome.signal = signum
+                    scope.cancel()
                 return
 
     async def main() -> None:
@@ -192,6 +194,7 @@ def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
             except (KoalaError, BrokenPipeError) as exc:
                 outcome.error = exc
             finally:
+                outcome.completed = True
                 group.cancel_scope.cancel()
 
     try:

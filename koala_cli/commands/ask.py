@@ -1,6 +1,5 @@
 """``koala ask``: one prompt, one streamed reply."""
 
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated

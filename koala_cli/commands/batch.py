@@ -1,6 +1,5 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
-
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -103,6 +102,7 @@ def batch(
             emit=emit,
             progress=progress,
             on_progress=on_progress,
+            notify=shared.notice,
         )
     )
     if show_progress:

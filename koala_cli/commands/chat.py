@@ -1,6 +1,5 @@
 """``koala chat``: an interactive conversation, one streamed reply per turn."""
 
-
 import signal
 import sys
 from pathlib import Path

@@ -1,6 +1,5 @@
 """``koala models``, ``koala history show`` and ``koala completion``: small read-only commands."""
 
-
 import sys
 from pathlib import Path
 from typing import Annotated, Any
