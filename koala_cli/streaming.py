@@ -253,9 +253,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         spec = cls.request_spec(model, messages, base_url=base_url, web_search=web_search, api_key=api_key)
         async with AsyncExitStack() as stack:
             if client is None:
-                client = await stack.enter_async_context(
-                    httpx.AsyncClient(proxy=proxy, timeout=timeout, follow_redirects=False)
-                )
+                client = await stack.enter_async_context(_client(proxy, timeout))
             try:
                 request = client.build_request(
                     spec.method, spec.url, json=spec.body, headers=spec.headers, timeout=timeout
@@ -263,6 +261,8 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             except httpx.InvalidURL as exc:
                 raise UsageError(f"invalid URL {mask_secrets(spec.url)!r}: {exc}") from None
             host = _host(request.url)
+            if proxy and client is not None:
+                host = f"{host} (via proxy {mask_secrets(proxy)})"
             response = await _send(client, request, host, timeout, retries, on_retry)
             stack.push_async_callback(response.aclose)
             try:
@@ -277,6 +277,14 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         async for batch in _event_batches(response):
             for chunk in batch:
                 yield chunk
+
+
+def _client(proxy: str | None, timeout: float) -> httpx.AsyncClient:
+    """A client of our own; a proxy URL httpx cannot use is the caller's mistake."""
+    try:
+        return httpx.AsyncClient(proxy=proxy, timeout=timeout, follow_redirects=False)
+    except (ValueError, ImportError, httpx.InvalidURL) as exc:
+        raise UsageError(f"cannot use proxy {mask_secrets(proxy or '')!r}: {mask_secrets(str(exc))}") from None
 
 
 async def _send(
