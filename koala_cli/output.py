@@ -117,6 +117,7 @@ class JsonWriter:
                     "chars": len(reply.text),
                     "first_chunk_ms": first,
                     "elapsed_ms": round(reply.elapsed_s * 1000, 1),
+                    "chars_per_s": round(len(reply.text) / reply.elapsed_s, 1) if reply.elapsed_s > 0 else None,
                 }
             )
         )

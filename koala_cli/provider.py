@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from typing import ClassVar, TypedDict
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .models import DEFAULT_MODEL, Message
@@ -61,9 +62,15 @@ def endpoint_url(base_url: str) -> str:
     return base_url.rstrip("/") + ENDPOINT_PATH
 
 
+def site_origin(base_url: str) -> str:
+    """``scheme://host[:port]`` of a base URL: no credentials, no path."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
 def build_headers(base_url: str, *, web_search: bool = False, api_key: str | None = None) -> dict[str, str]:
     """What koala.sh's own web page sends, plus an optional bearer key."""
-    origin = base_url.rstrip("/")
+    origin = site_origin(base_url)
     headers = {
         "Accept": "text/event-stream",
         "Content-Type": "application/json",

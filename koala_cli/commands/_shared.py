@@ -193,6 +193,8 @@ def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
                 outcome.value = await work()
             except (KoalaError, BrokenPipeError) as exc:
                 outcome.error = exc
+            except BaseExceptionGroup as errors:  # raised inside a task group of the work (batch)
+                outcome.error = _expected(errors)
             finally:
                 outcome.completed = True
                 group.cancel_scope.cancel()
@@ -202,6 +204,20 @@ def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
     except KeyboardInterrupt:  # before the signal watch was in place
         outcome.signal = signal.SIGINT
     return outcome
+
+
+def _expected(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from a group of koala errors and closed pipes; anything else is a bug."""
+    pipes, rest = group.split(BrokenPipeError)
+    koala, other = rest.split(KoalaError) if rest is not None else (None, None)
+    if other is not None:
+        raise group
+    if pipes is not None or koala is None:
+        return BrokenPipeError()
+    first: BaseException = koala
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 class Interrupted(KoalaError):

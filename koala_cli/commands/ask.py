@@ -129,12 +129,16 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     spec = link.provider.request_spec(
         options.model, messages, base_url=link.base_url, web_search=link.web_search, api_key=link.api_key
     )
+    from ..streaming import mask_secrets
+
+    url = mask_secrets(spec.url)
     headers = {
-        name: ("Bearer ***" if name.lower() == "authorization" else value) for name, value in spec.headers.items()
+        name: "Bearer ***" if name.lower() == "authorization" else mask_secrets(value)
+        for name, value in spec.headers.items()
     }
     if json_output:
-        record = {"method": spec.method, "url": spec.url, "headers": headers, "body": spec.body}
+        record = {"method": spec.method, "url": url, "headers": headers, "body": spec.body}
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    lines = [f"{spec.method} {spec.url}", *(f"{name}: {value}" for name, value in headers.items()), ""]
+    lines = [f"{spec.method} {url}", *(f"{name}: {value}" for name, value in headers.items()), ""]
     sys.stdout.write("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")

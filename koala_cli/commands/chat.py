@@ -86,6 +86,7 @@ class _Session:
         self.system = system
         self.debug = debug
         self.interactive = sys.stdin is not None and sys.stdin.isatty()
+        self.failure: int | None = None  # piped: the first failed turn's status is the exit status
         self.readline = None
         if self.interactive:
             try:
@@ -119,7 +120,7 @@ class _Session:
                 return status
         if self.interactive:
             sys.stderr.write("\n")
-        return 0
+        return self.failure or 0
 
     def _read(self) -> str:
         prompt = "> " if self.interactive else ""
@@ -172,7 +173,7 @@ class _Session:
         outcome = shared.run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, shared.notice))
         if outcome.signal is not None:
             writer.error("interrupted", 128 + outcome.signal)
-            if outcome.signal != signal.SIGINT:
+            if outcome.signal != signal.SIGINT or not self.interactive:
                 shared.finish(outcome, None, self.debug)
             shared.notice("reply stopped; not saved")
             return None
@@ -182,6 +183,8 @@ class _Session:
             writer.error(str(outcome.error), 1)
             assert isinstance(outcome.error, KoalaError)
             shared.notice(f"error: {outcome.error}")
+            if not self.interactive and self.failure is None:
+                self.failure = outcome.error.exit_status
             return None
         reply = outcome.value
         writer.done(reply)
