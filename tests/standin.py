@@ -12,7 +12,9 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,3 +168,113 @@ def _read_request(conn: socket.socket) -> Recorded | None:
             break
         body += piece
     return Recorded(method, path, headers, body)
+
+
+# --- Fault injection: answers that stall before the head, hang up unanswered, pace, flood ---
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait this long before the next part: a slow but live server (pacing, not synchronisation)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Send ``piece`` up to ``times`` times, stopping quietly when the client hangs up."""
+
+    piece: bytes
+    times: int
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Set ``event`` when the answer reaches this point, so a test knows where the server is."""
+
+    event: threading.Event
+
+
+@dataclass
+class FaultScript(Script):
+    """A ``Script`` with parts played before the status line, or no answer at all."""
+
+    before: list[Any] = field(default_factory=list)  # Pause, Notify or Event parts before the head
+    hangup: bool = False  # close the connection without answering (after ``before``)
+
+
+class FaultyStandIn(StandIn):
+    """A ``StandIn`` that also plays ``FaultScript``s and the ``Pause``/``Repeat``/``Notify`` parts.
+
+    ``route``, when given, picks each request's script from the request itself (so concurrent
+    clients each get their own answer); ``arrivals`` holds the monotonic time of every request;
+    ``gate_timeout`` bounds every wait on a gate.
+    """
+
+    def __init__(self, route: Callable[[Recorded], Script] | None = None, gate_timeout: float = GATE_TIMEOUT) -> None:
+        super().__init__()
+        self.route = route
+        self.arrivals: list[float] = []
+        self.gate_timeout = gate_timeout
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            request = _read_request(conn)
+            if request is None:
+                return
+            self.arrivals.append(time.monotonic())
+            self.requests.append(request)
+            if self.route is not None:
+                script = self.route(request)
+            else:
+                script = self.scripts.popleft() if self.scripts else self.default
+            self._answer(conn, script)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            self.served.release()
+
+    def _answer(self, conn: socket.socket, script: Script) -> None:
+        if isinstance(script, FaultScript):
+            for part in script.before:
+                _play(conn, part, chunked=False, gate_timeout=self.gate_timeout)
+            if script.hangup:
+                return
+        head = [f"HTTP/1.1 {script.status} {script.reason}"]
+        head += [f"{name}: {value}" for name, value in script.headers.items()]
+        if script.framing == "chunked":
+            head.append("Transfer-Encoding: chunked")
+        elif script.framing == "length":
+            size = script.length
+            if size is None:
+                size = sum(len(p) for p in script.parts if isinstance(p, bytes))
+            head.append(f"Content-Length: {size}")
+        head.append("Connection: close")
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        for part in script.parts:
+            if part is DROP:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                return
+            _play(conn, part, chunked=script.framing == "chunked", gate_timeout=self.gate_timeout)
+        if script.framing == "chunked":
+            conn.sendall(b"0\r\n\r\n")
+
+
+def _play(conn: socket.socket, part: Any, *, chunked: bool, gate_timeout: float) -> None:
+    if isinstance(part, threading.Event):
+        part.wait(gate_timeout)
+    elif isinstance(part, Notify):
+        part.event.set()
+    elif isinstance(part, Pause):
+        threading.Event().wait(part.seconds)
+    elif isinstance(part, Repeat):
+        frame = b"%x\r\n%s\r\n" % (len(part.piece), part.piece) if chunked else part.piece
+        for _ in range(part.times):
+            conn.sendall(frame)  # an OSError (the client hung up) ends the answer
+    elif chunked:
+        conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+    else:
+        conn.sendall(part)

@@ -19,7 +19,8 @@ HELP = """Talk with the service: replies stream as they come.
 Enter sends a message; end a line with a backslash to continue it on the next line.
 Ctrl-C during a reply stops it and returns to the prompt (the turn is not saved); Ctrl-C or
 Ctrl-D at an empty prompt leaves. With -H FILE the conversation continues and extends a JSONL
-history exactly as 'koala ask -H' does.
+history exactly as 'koala ask -H' does. With stdin not a terminal, each line is a message,
+SIGINT ends the chat (130), and the exit status is that of the first failed turn.
 
 \b
 Commands:
