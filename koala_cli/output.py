@@ -83,18 +83,28 @@ class TextWriter:
             self._ends_with_newline = True
 
 
-def _line(record: dict[str, object]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+# DEL and C1 controls are legal raw in JSON but act on a terminal: escape them there.
+_JSON_TERMINAL_SAFE = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
+
+
+def _line(record: dict[str, object]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 class JsonWriter:
-    """NDJSON: a start record, one record a chunk, then a done or an error record."""
+    """NDJSON: a start record, one record a chunk, then a done or an error record.
 
-    def __init__(self, stream: BinaryIO) -> None:
+    Always valid JSON; with ``sanitize`` (a terminal) no control character is written raw.
+    """
+
+    def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
         self._stream = stream
+        self._sanitize = sanitize
 
-    def _write(self, data: bytes) -> None:
-        self._stream.write(data)
+    def _write(self, text: str) -> None:
+        if self._sanitize:
+            text = text.translate(_JSON_TERMINAL_SAFE)
+        self._stream.write(text.encode("utf-8", "backslashreplace"))
         self._stream.flush()
 
     def start(self, model: str) -> None:
@@ -102,8 +112,7 @@ class JsonWriter:
 
     def chunks(self, batch: list[str]) -> None:
         # Hand-built records: json.dumps per chunk would cost more than everything else here.
-        lines = "".join([f'{{"type":"chunk","text":{encode_basestring(text)}}}\n' for text in batch])
-        self._write(lines.encode("utf-8", "backslashreplace"))
+        self._write("".join([f'{{"type":"chunk","text":{encode_basestring(text)}}}\n' for text in batch]))
 
     def done(self, reply: Reply) -> None:
         first = None if reply.first_chunk_s is None else round(reply.first_chunk_s * 1000, 1)

@@ -26,13 +26,14 @@ class SSEDecoder:
     ignored, comments (lines starting with ``:``) are skipped.
     """
 
-    __slots__ = ("_data", "_has_data", "_limit", "_pending", "_skip_lf", "_utf8")
+    __slots__ = ("_data", "_has_data", "_limit", "_pending", "_size", "_skip_lf", "_utf8")
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._pending = ""  # the start of a line whose end has not arrived yet
         self._data: list[str] = []  # data lines of the event being built
         self._has_data = False
+        self._size = 0  # characters in the event so far, one more per data line
         self._skip_lf = False  # the last piece ended in CR: a leading LF belongs to it
         self._limit = max_event_bytes
 
@@ -66,25 +67,27 @@ class SSEDecoder:
     def _lines(self, lines: list[str]) -> list[str]:
         events: list[str] = []
         data = self._data
+        size = self._size
         for line in lines:
             if line[:5] == "data:":
-                data.append(line[6:] if line[5:6] == " " else line[5:])
+                value = line[6:] if line[5:6] == " " else line[5:]
+                data.append(value)
+                size += len(value) + 1
                 self._has_data = True
             elif not line:
                 if self._has_data:
                     events.append(data[0] if len(data) == 1 else "\n".join(data))
                     data.clear()
+                    size = 0
                     self._has_data = False
             elif line[0] == ":":
                 continue
-            else:
-                self._field(line)
-        if self._has_data and sum(map(len, data)) > self._limit:
+            elif line == "data":  # "data" without a colon: an empty data line
+                data.append("")
+                size += 1
+                self._has_data = True
+            # event, id, retry and unknown fields carry nothing koala uses.
+        self._size = size
+        if size > self._limit:
             raise ProtocolError(f"event larger than {self._limit} bytes")
         return events
-
-    def _field(self, line: str) -> None:
-        if line == "data":  # "data" without a colon: an empty data line
-            self._data.append("")
-            self._has_data = True
-        # event, id, retry and unknown fields carry nothing koala uses.

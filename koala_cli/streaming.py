@@ -31,6 +31,7 @@ from .errors import (
 )
 from .models import Message
 from .sse import MAX_EVENT_BYTES, SSEDecoder
+from .text import excerpt, mask_secrets
 
 __all__ = [
     "HTTPStreamProvider",
@@ -46,8 +47,8 @@ __all__ = [
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
 BACKOFF_BASE = 0.5
-EXCERPT_CHARS = 200
 ERROR_BODY_BYTES = 64 * 1024
+EXCERPT_BYTES = 4096
 
 RetryHook = Callable[[str], None]
 
@@ -101,20 +102,7 @@ def _text_of(value: object, raw: str) -> str | None:
     raise ProtocolError(f"unexpected event data: {excerpt(raw)}")
 
 
-_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
-_SPACE = re.compile(r"\s+")
 _TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>")
-
-
-def mask_secrets(text: str) -> str:
-    """Hide ``user:password@`` in any URL of a message."""
-    return _CREDENTIALS.sub(r"\1***@", text)
-
-
-def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """One printable line of at most ``limit`` characters."""
-    line = _SPACE.sub(" ", "".join(c if c.isprintable() else " " for c in text[: limit * 4])).strip()
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _body_excerpt(body: str, content_type: str) -> str:
@@ -255,21 +243,31 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             if client is None:
                 client = await stack.enter_async_context(_client(proxy, timeout))
             try:
+                # Our own encoding: a lone surrogate (legal in a JSON string) becomes its escape.
+                body = json.dumps(spec.body, ensure_ascii=False, separators=(",", ":"))
                 request = client.build_request(
-                    spec.method, spec.url, json=spec.body, headers=spec.headers, timeout=timeout
+                    spec.method,
+                    spec.url,
+                    content=body.encode("utf-8", "backslashreplace"),
+                    headers=spec.headers,
+                    timeout=timeout,
                 )
             except httpx.InvalidURL as exc:
                 raise UsageError(f"invalid URL {mask_secrets(spec.url)!r}: {exc}") from None
             host = _host(request.url)
             if proxy and client is not None:
                 host = f"{host} (via proxy {mask_secrets(proxy)})"
-            response = await _send(client, request, host, timeout, retries, on_retry)
-            stack.push_async_callback(response.aclose)
             try:
-                async for batch in _answer_batches(response, host, timeout):
-                    yield batch
-            except httpx.HTTPError as exc:
-                raise translate_error(exc, host, timeout, mid_reply=True) from exc
+                response = await _send(client, request, host, timeout, retries, on_retry)
+                stack.push_async_callback(response.aclose)
+                try:
+                    async for batch in _answer_batches(response, host, timeout):
+                        yield batch
+                except httpx.HTTPError as exc:
+                    raise translate_error(exc, host, timeout, mid_reply=True) from exc
+            except KoalaError as exc:
+                _redact(exc, api_key)
+                raise
 
     @staticmethod
     async def _parse_event_stream(response: httpx.Response) -> AsyncIterator[str]:
@@ -277,6 +275,15 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         async for batch in _event_batches(response):
             for chunk in batch:
                 yield chunk
+
+
+def _redact(error: KoalaError, secret: str | None) -> None:
+    """A server may echo the key it refused ("invalid key sk-..."): never pass it on."""
+    if not secret:
+        return
+    error.args = tuple(arg.replace(secret, "***") if isinstance(arg, str) else arg for arg in error.args)
+    if isinstance(error, ServiceError):
+        error.excerpt = error.excerpt.replace(secret, "***")
 
 
 def _client(proxy: str | None, timeout: float) -> httpx.AsyncClient:
@@ -300,6 +307,8 @@ async def _send(
     for attempt in range(1, attempts + 1):
         try:
             response = await client.send(request, stream=True)
+        except OverflowError:  # a port above 65535 that httpx's URL parser let through
+            raise UsageError(f"invalid port in {mask_secrets(str(request.url))!r}") from None
         except httpx.HTTPError as exc:
             error = translate_error(exc, host, timeout)
             if attempt == attempts or not _retryable(exc):
@@ -307,7 +316,7 @@ async def _send(
                     error.args = (f"{error} ({attempt} attempts)",)
                 raise error from exc
             delay = backoff_delay(attempt)
-            reason = str(error)
+            reason = str(error).rstrip(".")
         else:
             if response.status_code not in RETRY_STATUSES or attempt == attempts:
                 await _raise_for_status(response, host, attempt)
@@ -374,7 +383,11 @@ async def _answer_batches(response: httpx.Response, host: str, timeout: float) -
         async for batch in _event_batches(response):
             yield batch
         return
-    body = (await _read_capped(response, MAX_EVENT_BYTES)).decode("utf-8", "replace")
+    raw = await _read_capped(response, MAX_EVENT_BYTES)
+    if len(raw) > MAX_EVENT_BYTES:
+        kind = "a JSON body" if "json" in content_type else content_type
+        raise ProtocolError(f"{host} answered {kind} larger than {MAX_EVENT_BYTES} bytes")
+    body = raw.decode("utf-8", "replace")
     if content_type == "application/json" or content_type.endswith("+json"):
         try:
             value = _JSON.decode(body)
@@ -393,20 +406,39 @@ async def _answer_batches(response: httpx.Response, host: str, timeout: float) -
 
 async def _event_batches(response: httpx.Response) -> AsyncGenerator[list[str], None]:
     decoder = SSEDecoder()
+    seen = False  # any event at all; a body without one is not an event stream
+    head = bytearray()  # the start of the body, to say what came instead
     async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as pieces:
         async for piece in pieces:
-            chunks, end, error = _chunks(decoder.feed(piece))
+            events = decoder.feed(piece)
+            if not seen:
+                seen = bool(events)
+                head += piece[: EXCERPT_BYTES - len(head)]
+            chunks, end, error = _chunks(events)
             if chunks:
                 yield chunks
             if error is not None:
                 raise error
             if end:
                 return
-    chunks, _, error = _chunks(decoder.close())
+    events = decoder.close()
+    if not seen and not events:
+        raise _not_a_stream(response, bytes(head).decode("utf-8", "replace"))
+    chunks, _, error = _chunks(events)
     if chunks:
         yield chunks
     if error is not None:
         raise error
+
+
+def _not_a_stream(response: httpx.Response, body: str) -> KoalaError:
+    """A 2xx answer without a single event: a challenge page, HTML, or something else."""
+    host = _host(response.request.url)
+    if _is_challenge(response, body):
+        return _blocked(host, f"HTTP {response.status_code}", response.status_code, body, 1)
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    what = _body_excerpt(body, content_type or ("html" if "<html" in body.lower() else ""))
+    return ProtocolError(f"{host} answered {content_type or 'no content type'} without any event: {what}")
 
 
 def _chunks(events: list[str]) -> tuple[list[str], bool, ProtocolError | None]:

@@ -38,6 +38,8 @@ class Script:
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/event-stream"})
     framing: str = "close"  # "close" (body ends with the connection), "length" or "chunked"
     length: int | None = None  # a Content-Length that may lie, with framing="length"
+    before: list[Any] = field(default_factory=list)  # Pause, Notify or Event parts before the head
+    hangup: bool = False  # close the connection without answering (after ``before``)
 
 
 @dataclass
@@ -54,7 +56,10 @@ class Recorded:
 class StandIn:
     """A threaded HTTP/1.1 server on 127.0.0.1 that follows scripts."""
 
-    def __init__(self) -> None:
+    def __init__(self, route: Callable[[Recorded], Script] | None = None, gate_timeout: float = GATE_TIMEOUT) -> None:
+        self.router = route  # picks each request's script from the request (concurrent clients)
+        self.arrivals: list[float] = []  # monotonic time of every request
+        self.gate_timeout = gate_timeout
         self.scripts: deque[Script] = deque()
         self.default = Script([sse("Hello", ", world", done=True)])
         self.requests: list[Recorded] = []
@@ -108,8 +113,11 @@ class StandIn:
             request = _read_request(conn)
             if request is None:
                 return
-            self.requests.append(request)
-            script = self.scripts.popleft() if self.scripts else self.default
+            self._received(request)
+            if self.router is not None:
+                script = self.router(request)
+            else:
+                script = self.scripts.popleft() if self.scripts else self.default
             self._answer(conn, script)
         except OSError:
             pass
@@ -119,7 +127,16 @@ class StandIn:
             conn.close()
             self.served.release()
 
+    def _received(self, request: Recorded) -> None:
+        """Record a request as it arrives; subclasses may note more."""
+        self.arrivals.append(time.monotonic())
+        self.requests.append(request)
+
     def _answer(self, conn: socket.socket, script: Script) -> None:
+        for part in script.before:
+            _play(conn, part, chunked=False, gate_timeout=self.gate_timeout)
+        if script.hangup:
+            return
         head = [f"HTTP/1.1 {script.status} {script.reason}"]
         head += [f"{name}: {value}" for name, value in script.headers.items()]
         if script.framing == "chunked":
@@ -135,13 +152,7 @@ class StandIn:
             if part is DROP:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 return
-            if isinstance(part, threading.Event):
-                part.wait(GATE_TIMEOUT)
-                continue
-            if script.framing == "chunked":
-                conn.sendall(b"%x\r\n%s\r\n" % (len(part), part))
-            else:
-                conn.sendall(part)
+            _play(conn, part, chunked=script.framing == "chunked", gate_timeout=self.gate_timeout)
         if script.framing == "chunked":
             conn.sendall(b"0\r\n\r\n")
 
@@ -170,7 +181,7 @@ def _read_request(conn: socket.socket) -> Recorded | None:
     return Recorded(method, path, headers, body)
 
 
-# --- Fault injection: answers that stall before the head, hang up unanswered, pace, flood ---
+# --- Parts for misbehaving servers: pacing, floods, progress signals ---
 
 
 @dataclass(frozen=True)
@@ -193,74 +204,6 @@ class Notify:
     """Set ``event`` when the answer reaches this point, so a test knows where the server is."""
 
     event: threading.Event
-
-
-@dataclass
-class FaultScript(Script):
-    """A ``Script`` with parts played before the status line, or no answer at all."""
-
-    before: list[Any] = field(default_factory=list)  # Pause, Notify or Event parts before the head
-    hangup: bool = False  # close the connection without answering (after ``before``)
-
-
-class FaultyStandIn(StandIn):
-    """A ``StandIn`` that also plays ``FaultScript``s and the ``Pause``/``Repeat``/``Notify`` parts.
-
-    ``route``, when given, picks each request's script from the request itself (so concurrent
-    clients each get their own answer); ``arrivals`` holds the monotonic time of every request;
-    ``gate_timeout`` bounds every wait on a gate.
-    """
-
-    def __init__(self, route: Callable[[Recorded], Script] | None = None, gate_timeout: float = GATE_TIMEOUT) -> None:
-        super().__init__()
-        self.route = route
-        self.arrivals: list[float] = []
-        self.gate_timeout = gate_timeout
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            request = _read_request(conn)
-            if request is None:
-                return
-            self.arrivals.append(time.monotonic())
-            self.requests.append(request)
-            if self.route is not None:
-                script = self.route(request)
-            else:
-                script = self.scripts.popleft() if self.scripts else self.default
-            self._answer(conn, script)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
-            self.served.release()
-
-    def _answer(self, conn: socket.socket, script: Script) -> None:
-        if isinstance(script, FaultScript):
-            for part in script.before:
-                _play(conn, part, chunked=False, gate_timeout=self.gate_timeout)
-            if script.hangup:
-                return
-        head = [f"HTTP/1.1 {script.status} {script.reason}"]
-        head += [f"{name}: {value}" for name, value in script.headers.items()]
-        if script.framing == "chunked":
-            head.append("Transfer-Encoding: chunked")
-        elif script.framing == "length":
-            size = script.length
-            if size is None:
-                size = sum(len(p) for p in script.parts if isinstance(p, bytes))
-            head.append(f"Content-Length: {size}")
-        head.append("Connection: close")
-        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        for part in script.parts:
-            if part is DROP:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                return
-            _play(conn, part, chunked=script.framing == "chunked", gate_timeout=self.gate_timeout)
-        if script.framing == "chunked":
-            conn.sendall(b"0\r\n\r\n")
 
 
 def _play(conn: socket.socket, part: Any, *, chunked: bool, gate_timeout: float) -> None:

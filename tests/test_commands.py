@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import KOALA, run_koala
-from standin import Recorded, Script, StandIn, _read_request, sse
+from standin import Recorded, Script, StandIn, sse
 
 WAIT = 20.0  # the longest any bounded wait here may take
 
@@ -63,7 +63,7 @@ class RoutedStandIn(StandIn):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(route=self._pick)
         self.routes: dict[str, deque[Script]] = {}
         self.released = 0
         self.unreleased_at_arrival: list[int] = []
@@ -89,23 +89,11 @@ class RoutedStandIn(StandIn):
             return self.default
         return queue.popleft() if len(queue) > 1 else queue[0]
 
-    def _serve(self, conn: Any) -> None:
-        try:
-            request = _read_request(conn)
-            if request is None:
-                return
-            with self.arrival:
-                self.requests.append(request)
-                self.unreleased_at_arrival.append(len(self.requests) - self.released)
-                self.arrival.notify_all()
-            self._answer(conn, self._pick(request))
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
-            self.served.release()
+    def _received(self, request: Recorded) -> None:
+        with self.arrival:
+            super()._received(request)
+            self.unreleased_at_arrival.append(len(self.requests) - self.released)
+            self.arrival.notify_all()
 
 
 @pytest.fixture

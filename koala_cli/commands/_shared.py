@@ -9,11 +9,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
 from ..errors import KoalaError, UsageError
 from ..models import DEFAULT_MODEL
+from ..text import mask_secrets
 
 if TYPE_CHECKING:
     from ..ask import Connection
@@ -109,7 +111,16 @@ def connection(
     from ..ask import Connection
 
     if base_url is not None and not base_url.lower().startswith(("http://", "https://")):
-        raise UsageError(f"--base-url must start with http:// or https://, not {base_url!r}")
+        raise UsageError(f"--base-url must start with http:// or https://, not {mask_secrets(base_url)!r}")
+    for option, url in (("--base-url", base_url), ("--proxy", proxy)):
+        if url is not None:
+            check_text(option, url)
+            try:
+                urlsplit(url).port  # noqa: B018 - parsing is the check: a port above 65535 raises
+            except ValueError as exc:
+                raise UsageError(f"{option} {mask_secrets(url)!r}: {exc}") from None
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+        raise UsageError("the API key must be printable ASCII (it is not shown here)")
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, not {retries}")
     chosen = load_provider(provider)
@@ -125,6 +136,16 @@ def connection(
         web_search=web_search,
         retries=retries,
     )
+
+
+def check_text(what: str, value: str | None) -> str | None:
+    """Arguments are decoded with surrogate escapes: bytes that are not UTF-8 stop here."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{what} is not valid UTF-8") from None
+    return value
 
 
 def positive(option: str, value: float) -> float:

@@ -63,14 +63,15 @@ def ask(
     from ..output import JsonWriter, TextWriter
 
     stdout = sys.stdout.buffer
-    writer: Writer = JsonWriter(stdout) if json_output else TextWriter(stdout, sanitize=stdout.isatty())
+    tty = stdout.isatty()
+    writer: Writer = JsonWriter(stdout, sanitize=tty) if json_output else TextWriter(stdout, sanitize=tty)
     try:
         if max_turns is not None and max_turns < 0:
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
         options = AskOptions(
             prompt=_prompt(prompt or []),
-            model=model,
-            system=system,
+            model=shared.check_text("--model", model) or "",
+            system=shared.check_text("--system", system),
             history=history,
             max_turns=max_turns,
             connection=shared.connection(
@@ -97,6 +98,7 @@ def ask(
 
 def _prompt(words: list[str]) -> str:
     """stdin (when it is not a terminal), a blank line, then the words."""
+    shared.check_text("the prompt", " ".join(words))
     stdin_text = shared.read_stdin()
     if stdin_text is None and not words:
         raise UsageError("no prompt: give it as arguments or on standard input (see 'koala ask --help')")
@@ -129,7 +131,7 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     spec = link.provider.request_spec(
         options.model, messages, base_url=link.base_url, web_search=link.web_search, api_key=link.api_key
     )
-    from ..streaming import mask_secrets
+    from ..text import mask_secrets
 
     url = mask_secrets(spec.url)
     headers = {

@@ -94,8 +94,8 @@ def batch(
     outcome = shared.run_guarded(
         lambda: run_batch(
             jobs,
-            model=model,
-            system=system,
+            model=shared.check_text("--model", model) or "",
+            system=shared.check_text("--system", system),
             connection=link,
             concurrency=concurrency,
             ordered=not unordered,

@@ -65,6 +65,8 @@ def chat(
             api_key=api_key,
             web_search=web_search,
         )
+        shared.check_text("--model", model)
+        shared.check_text("--system", system)
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
