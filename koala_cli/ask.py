@@ -77,13 +77,20 @@ def conversation(prior: list[Message], system: str | None, prompt: str, max_turn
 
 
 async def stream_reply(
-    messages: list[Message], model: str, connection: Connection, writer: Writer, notify: Callable[[str], None]
+    messages: list[Message],
+    model: str,
+    connection: Connection,
+    writer: Writer,
+    notify: Callable[[str], None],
+    *,
+    keep_text: bool = True,
 ) -> Reply:
-    """Stream one reply into ``writer`` and return it complete."""
+    """Stream one reply into ``writer`` and return it complete (its text only if ``keep_text``)."""
     provider = connection.provider
     model = provider.get_model(model)
     writer.start(model)
     parts: list[str] = []
+    chunks = chars = 0
     started = time.monotonic()
     first_chunk: float | None = None
     deadline = anyio.fail_after(connection.max_time) if connection.max_time else nullcontext()
@@ -105,10 +112,14 @@ async def stream_reply(
                     if first_chunk is None:
                         first_chunk = time.monotonic() - started
                     writer.chunks(batch)
-                    parts += batch
+                    chunks += len(batch)
+                    chars += sum(map(len, batch))
+                    if keep_text:
+                        parts.append("".join(batch))
     except builtins.TimeoutError:
         raise TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
-    return Reply("".join(parts), model, len(parts), first_chunk, time.monotonic() - started)
+    text = "".join(parts) if keep_text else None
+    return Reply(text, model, chunks, chars, first_chunk, time.monotonic() - started)
 
 
 async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]) -> Reply:
@@ -118,8 +129,9 @@ async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]
         prior = load_history(options.history)
         check_writable(options.history)
     messages = conversation(prior, options.system, options.prompt, options.max_turns)
-    reply = await stream_reply(messages, options.model, options.connection, writer, notify)
+    keep = options.history is not None
+    reply = await stream_reply(messages, options.model, options.connection, writer, notify, keep_text=keep)
     if options.history is not None:
-        append_turns(options.history, options.prompt, reply.text)
+        append_turns(options.history, options.prompt, reply.text or "")
     writer.done(reply)
     return reply

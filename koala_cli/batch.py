@@ -129,7 +129,7 @@ async def _run_one(
     return {
         "id": job.id,
         "ok": True,
-        "text": reply.text,
+        "text": reply.text or "",
         "model": reply.model,
         "elapsed_ms": round(reply.elapsed_s * 1000, 1),
         "first_chunk_ms": first,

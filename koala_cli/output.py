@@ -17,11 +17,16 @@ __all__ = ["JsonWriter", "Reply", "TextWriter", "Writer", "terminal_safe"]
 class Reply:
     """A complete reply and how it arrived."""
 
-    text: str
+    text: str | None  # None when nobody asked to keep it (a plain `ask` without history)
     model: str
     chunks: int
+    chars: int
     first_chunk_s: float | None
     elapsed_s: float
+
+    @property
+    def chars_per_s(self) -> float | None:
+        return round(self.chars / self.elapsed_s, 1) if self.elapsed_s > 0 else None
 
 
 class Writer(Protocol):
@@ -100,6 +105,7 @@ class JsonWriter:
     def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
         self._stream = stream
         self._sanitize = sanitize
+        self._text: list[str] = []  # the reply so far, JSON-escaped, one piece per batch
 
     def _write(self, text: str) -> None:
         if self._sanitize:
@@ -112,24 +118,25 @@ class JsonWriter:
 
     def chunks(self, batch: list[str]) -> None:
         # Hand-built records: json.dumps per chunk would cost more than everything else here.
-        self._write("".join([f'{{"type":"chunk","text":{encode_basestring(text)}}}\n' for text in batch]))
+        escaped = [encode_basestring(text) for text in batch]
+        self._write("".join([f'{{"type":"chunk","text":{text}}}\n' for text in escaped]))
+        self._text.append("".join([text[1:-1] for text in escaped]))
 
     def done(self, reply: Reply) -> None:
+        """The done record; its text is written from the escaped pieces, never held twice."""
         first = None if reply.first_chunk_s is None else round(reply.first_chunk_s * 1000, 1)
-        self._write(
-            _line(
-                {
-                    "type": "done",
-                    "text": reply.text,
-                    "model": reply.model,
-                    "chunks": reply.chunks,
-                    "chars": len(reply.text),
-                    "first_chunk_ms": first,
-                    "elapsed_ms": round(reply.elapsed_s * 1000, 1),
-                    "chars_per_s": round(len(reply.text) / reply.elapsed_s, 1) if reply.elapsed_s > 0 else None,
-                }
-            )
+        rest = _line(
+            {
+                "model": reply.model,
+                "chunks": reply.chunks,
+                "chars": reply.chars,
+                "first_chunk_ms": first,
+                "elapsed_ms": round(reply.elapsed_s * 1000, 1),
+                "chars_per_s": reply.chars_per_s,
+            }
         )
+        self._write('{"type":"done","text":"' + "".join(self._text) + '",' + rest[1:])
+        self._text.clear()
 
     def error(self, message: str, exit_status: int) -> None:
         self._write(_line({"type": "error", "message": message, "exit_status": exit_status}))

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import random
 import re
+import ssl
 import time
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any, cast
 
 import anyio
@@ -73,9 +76,17 @@ def chunk_from_event(data: str) -> str | None:
     OpenAI's ``choices[0].delta.content`` -- are accepted too.  Anything else is a
     ``ProtocolError``.
     """
-    # Fast path: a JSON string with no escapes is its own text between the quotes.
-    if len(data) > 1 and data[0] == '"' == data[-1] and "\\" not in data and '"' not in data[1:-1]:
-        return data[1:-1]
+    # Fast paths: a JSON string with no escapes is its own text between the quotes; one with
+    # escapes is scanned in C, if that scan ends exactly at the closing quote.
+    if len(data) > 1 and data[0] == '"' == data[-1]:
+        if "\\" not in data and '"' not in data[1:-1]:
+            return data[1:-1]
+        try:
+            scanned: tuple[str, int] = scanstring(data, 1, False)
+        except ValueError:
+            raise ProtocolError(f"malformed event data: {excerpt(data)}") from None
+        if scanned[1] == len(data):
+            return scanned[0]
     try:
         value = _JSON.decode(data)
     except ValueError:
@@ -241,7 +252,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         spec = cls.request_spec(model, messages, base_url=base_url, web_search=web_search, api_key=api_key)
         async with AsyncExitStack() as stack:
             if client is None:
-                client = await stack.enter_async_context(_client(proxy, timeout))
+                client = await stack.enter_async_context(_client(proxy, timeout, spec.url))
             try:
                 # Our own encoding: a lone surrogate (legal in a JSON string) becomes its escape.
                 body = json.dumps(spec.body, ensure_ascii=False, separators=(",", ":"))
@@ -286,10 +297,20 @@ def _redact(error: KoalaError, secret: str | None) -> None:
         error.excerpt = error.excerpt.replace(secret, "***")
 
 
-def _client(proxy: str | None, timeout: float) -> httpx.AsyncClient:
-    """A client of our own; a proxy URL httpx cannot use is the caller's mistake."""
+def _client(proxy: str | None, timeout: float, url: str) -> httpx.AsyncClient:
+    """A client of our own; a proxy URL httpx cannot use is the caller's mistake.
+
+    When no connection this client can make uses TLS -- a plain-HTTP server, no proxy, no
+    redirects followed -- it skips loading the CA bundle (tens of milliseconds at start-up,
+    the larger part of a short ask to a local server).  Its context trusts no CA at all, so
+    were TLS ever attempted it would fail closed, never open.
+    """
+    verify: ssl.SSLContext | bool = True
+    env_proxies = [scheme for scheme in urllib.request.getproxies() if scheme != "no"]
+    if proxy is None and url.lower().startswith("http://") and not env_proxies:
+        verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        return httpx.AsyncClient(proxy=proxy, timeout=timeout, follow_redirects=False)
+        return httpx.AsyncClient(proxy=proxy, timeout=timeout, follow_redirects=False, verify=verify)
     except (ValueError, ImportError, httpx.InvalidURL) as exc:
         raise UsageError(f"cannot use proxy {mask_secrets(proxy or '')!r}: {mask_secrets(str(exc))}") from None
 

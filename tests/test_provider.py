@@ -288,3 +288,21 @@ async def test_other_statuses_are_not_retried() -> None:
     with pytest.raises(ServiceError):
         await collect(retries=3)
     assert route.call_count == 1
+
+
+def test_plain_http_client_trusts_no_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CA bundle is skipped only where TLS cannot happen, and then fails closed.
+    import ssl
+
+    from koala_cli.streaming import _client
+
+    context = _client(None, 5.0, "http://127.0.0.1:1/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.get_ca_certs() == []
+    secure = _client(None, 5.0, "https://koala.sh/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
+    assert secure.verify_mode == ssl.CERT_REQUIRED
+    assert secure.cert_store_stats()["x509_ca"] > 0
+    monkeypatch.setenv("HTTP_PROXY", "https://proxy.invalid:8443")
+    proxied = _client(None, 5.0, "http://127.0.0.1:1/api/gpt/")
+    assert all(t._pool._ssl_context.get_ca_certs() for t in proxied._mounts.values() if t)  # type: ignore[union-attr]

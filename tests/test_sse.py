@@ -105,3 +105,21 @@ def test_arbitrary_bytes_decode_or_raise_protocol_error(data: bytes, cut: int) -
     except ProtocolError:
         return
     assert all(isinstance(event, str) for event in result)
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=12),
+        max_size=8,
+    ),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    st.sampled_from(["data: ", "data:"]),
+)
+def test_simple_runs_decode_like_the_line_loop(values: list[str], cuts: list[int], prefix: str) -> None:
+    # Runs of one-line events take a regex fast path; any cut must give what one byte at a time gives.
+    stream = "".join(f"{prefix}{v}\n\n" for v in values).encode()
+    bounds = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
+    pieces = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    one_by_one = decode(*[stream[i : i + 1] for i in range(len(stream))])
+    expected = [v[1:] if prefix == "data:" and v.startswith(" ") else v for v in values]
+    assert decode(*pieces) == one_by_one == expected

@@ -111,10 +111,10 @@ def _prompt(words: list[str]) -> str:
 def stats_line(reply: "Reply") -> str:
     """Time to first chunk, total time, chunks, characters, characters per second."""
     first = "-" if reply.first_chunk_s is None else f"{reply.first_chunk_s * 1000:.0f} ms"
-    rate = len(reply.text) / reply.elapsed_s if reply.elapsed_s > 0 else 0.0
+    rate = reply.chars_per_s or 0.0
     return (
         f"stats: first chunk {first}, total {reply.elapsed_s * 1000:.0f} ms, {reply.chunks} chunks, "
-        f"{len(reply.text)} chars, {rate:.0f} chars/s"
+        f"{reply.chars} chars, {rate:.0f} chars/s"
     )
 
 

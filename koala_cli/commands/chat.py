@@ -193,9 +193,9 @@ class _Session:
         writer.done(reply)
         if self.path is not None:
             try:
-                append_turns(self.path, text, reply.text)
+                append_turns(self.path, text, reply.text or "")
             except KoalaError as exc:
                 shared.notice(f"error: {exc}")
                 return None
-        self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text}]
+        self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text or ""}]
         return None
