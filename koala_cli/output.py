@@ -105,12 +105,15 @@ class JsonWriter:
     def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
         self._stream = stream
         self._sanitize = sanitize
-        self._text: list[str] = []  # the reply so far, JSON-escaped, one piece per batch
+        self._text: list[bytes] = []  # the reply so far, JSON-escaped UTF-8, one piece per batch
 
-    def _write(self, text: str) -> None:
+    def _encode(self, text: str) -> bytes:
         if self._sanitize:
             text = text.translate(_JSON_TERMINAL_SAFE)
-        self._stream.write(text.encode("utf-8", "backslashreplace"))
+        return text.encode("utf-8", "backslashreplace")
+
+    def _write(self, text: str) -> None:
+        self._stream.write(self._encode(text))
         self._stream.flush()
 
     def start(self, model: str) -> None:
@@ -120,7 +123,7 @@ class JsonWriter:
         # Hand-built records: json.dumps per chunk would cost more than everything else here.
         escaped = [encode_basestring(text) for text in batch]
         self._write("".join([f'{{"type":"chunk","text":{text}}}\n' for text in escaped]))
-        self._text.append("".join([text[1:-1] for text in escaped]))
+        self._text.append(self._encode("".join([text[1:-1] for text in escaped])))
 
     def done(self, reply: Reply) -> None:
         """The done record; its text is written from the escaped pieces, never held twice."""
@@ -135,7 +138,12 @@ class JsonWriter:
                 "chars_per_s": reply.chars_per_s,
             }
         )
-        self._write('{"type":"done","text":"' + "".join(self._text) + '",' + rest[1:])
+        write = self._stream.write
+        write(b'{"type":"done","text":"')
+        for piece in self._text:  # piece by piece: the reply is never joined in memory
+            write(piece)
+        write(self._encode('",' + rest[1:]))
+        self._stream.flush()
         self._text.clear()
 
     def error(self, message: str, exit_status: int) -> None:

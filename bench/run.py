@@ -1,0 +1,776 @@
+"""Run koala's benchmark suite: every goal measured side by side with its reference, in one run.
+
+    python bench/run.py                 # the full suite (about 1.5 minutes on 2 cores)
+    python bench/run.py --quick         # fewer repetitions, for a smoke check
+    python bench/run.py --venv /path/to/venv --only stream,latency
+
+Commands of a comparison are run alternately (A B A B ..., the starting one rotating each
+round), after one discarded warm-up round; the table shows medians and the median of the
+per-round ratios, against the goals.  Every output is checked byte for byte; a wrong output
+makes the run exit 1 whatever the timings.  Children run without PYTHONUNBUFFERED,
+PYTHONDONTWRITEBYTECODE, KOALA_* settings or proxies, in an empty folder, started by
+``spawner.Spawner`` (so that their peak RSS is their own).  The servers are ``bench/server.py``:
+one subprocess per scenario (the latency one in this process, so sending and receiving are
+timed on one clock).  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server import StreamConfig, StreamServer, make_chunks
+from spawner import Run, Spawner, SpawnError
+
+BENCH = Path(__file__).resolve().parent
+GROUPS = ("startup", "ask", "stream", "latency", "history", "events")
+DEFAULT_GROUPS = GROUPS[:-1]  # "events" takes minutes: only on request
+CHILD_TIMEOUT = 120.0  # no single command may run longer
+DOUBLING_NOISE = 0.05  # linear time doubles exactly: allow this much noise before calling it worse
+_DROPPED_ENV = (
+    "PYTHONUNBUFFERED",
+    "PYTHONDEVMODE",
+    "PYTHONPROFILEIMPORTTIME",
+    "PYTHONTRACEMALLOC",
+    "PYTHONASYNCIODEBUG",
+    "PYTHONDONTWRITEBYTECODE",  # measure koala as installed: with its bytecode cached
+)
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+class BenchError(Exception):
+    """The suite itself cannot go on (a command hung, a server did not start)."""
+
+
+# --- children ------------------------------------------------------------------------------
+
+
+def child_env() -> dict[str, str]:
+    """The caller's environment without buffering switches, koala settings or proxies."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _DROPPED_ENV and not name.startswith("KOALA_") and name.upper() not in _PROXY_ENV
+    }
+    env["NO_PROXY"] = "*"
+    return env
+
+
+# --- servers --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server_process(config: StreamConfig, lifetime: float) -> Iterator[str]:
+    """``bench/server.py`` in its own process (so it never competes for this one's GIL); its base URL."""
+    argv = [
+        sys.executable,
+        str(BENCH / "server.py"),
+        "--stop-on-eof",
+        f"--lifetime={lifetime:g}",
+        f"--chunks={config.chunks}",
+        f"--size={config.size}",
+        f"--mode={config.mode}",
+        f"--framing={config.framing}",
+        f"--write-size={config.write_size}",
+        f"--interval={config.interval:g}",
+    ]
+    if not config.done:
+        argv.append("--no-done")
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), cwd=BENCH)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            if not selector.select(30):
+                raise BenchError("bench/server.py did not start within 30 s")
+        url = proc.stdout.readline().decode().strip()
+        if not url.startswith("http://"):
+            raise BenchError(f"bench/server.py printed {url!r} instead of its URL")
+        yield url
+    finally:
+        proc.stdin.close()  # --stop-on-eof: it stops by itself
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+
+
+# --- measuring and reporting ----------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the table: what koala did, what the reference did, and the verdict."""
+
+    group: str
+    name: str
+    koala: str
+    reference: str
+    value: str
+    goal: str
+    ok: bool | None  # None: shown for information, not judged
+
+
+@dataclass
+class Suite:
+    """What the whole run needs and what it found."""
+
+    koala: Path
+    python: Path
+    reps: int
+    chunks: int
+    size: int
+    spawner: Spawner
+    rows: list[Row] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def run(self, argv: Sequence[str], *, watch: Callable[[bytes], bool] | None = None) -> Run:
+        return self.spawner.run(argv, watch=watch, timeout=CHILD_TIMEOUT)
+
+    def check(self, what: str, ok: bool, detail: str = "") -> None:
+        if not ok:
+            self.problems.append(f"{what}: {detail}" if detail else what)
+            print(f"  CHECK FAILED: {what}: {detail}", file=sys.stderr, flush=True)
+
+    def row(self, group: str, name: str, koala: str, reference: str, value: str, goal: str, ok: bool | None) -> None:
+        self.rows.append(Row(group, name, koala, reference, value, goal, ok))
+        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+        print(f"  {name}: {koala} vs {reference} -> {value} (goal {goal}) {verdict}", flush=True)
+
+
+def alternate(commands: dict[str, Callable[[], Run]], reps: int, warmup: int = 1) -> dict[str, list[Run]]:
+    """Run the commands in turn, ``warmup + reps`` rounds, each round starting one later."""
+    names = list(commands)
+    results: dict[str, list[Run]] = {name: [] for name in names}
+    for round_number in range(warmup + reps):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = commands[name]()
+            if round_number >= warmup:
+                results[name].append(run)
+    return results
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median of the per-round ratios a/b."""
+    return median([x / y for x, y in zip(a, b, strict=True)])
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def walls(runs: Sequence[Run]) -> list[float]:
+    return [run.wall for run in runs]
+
+
+def cpus(runs: Sequence[Run]) -> list[float]:
+    return [run.cpu for run in runs]
+
+
+def expected_raw(text: str) -> bytes:
+    """``koala ask``'s raw output: the text, and a newline if it has none at its end."""
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
+def digest_line(chunks: Sequence[str]) -> bytes:
+    """What ``minimal.py --output none`` and ``library.py`` print."""
+    return f"{len(chunks)} {hashlib.sha256(''.join(chunks).encode('utf-8')).hexdigest()}\n".encode()
+
+
+def json_problem(output: bytes, chunks: Sequence[str]) -> str:
+    """Why ``koala ask --json`` output is not the NDJSON of these chunks ('' when it is)."""
+    try:
+        records = [json.loads(line) for line in output.decode("utf-8").splitlines()]
+    except ValueError as exc:
+        return f"not NDJSON: {exc}"
+    if len(records) < 2 or records[0].get("type") != "start" or records[-1].get("type") != "done":
+        return "does not start with a start record and end with a done record"
+    texts = [record.get("text") for record in records[1:-1] if record.get("type") == "chunk"]
+    if len(texts) != len(records) - 2:
+        return "records other than chunks between start and done"
+    text = "".join(chunks)
+    if "".join(str(t) for t in texts) != text:
+        return "the chunks do not join to the text sent"
+    done = records[-1]
+    if done.get("text") != text or done.get("chunks") != len(chunks):
+        return f"the done record says {done.get('chunks')} chunks / {len(str(done.get('text')))} chars"
+    return ""
+
+
+def verify(suite: Suite, label: str, runs: Sequence[Run], expected: bytes | Callable[[bytes], str]) -> None:
+    """Every run exited 0, wrote nothing on stderr, and wrote exactly what it should."""
+    for number, run in enumerate(runs, 1):
+        where = f"{label} (run {number})"
+        if run.status != 0 or run.stderr:
+            suite.check(where, False, f"exit {run.status}, stderr {run.stderr[-300:]!r}")
+            continue
+        if isinstance(expected, bytes):
+            if run.stdout != expected:
+                at = next((i for i, (x, y) in enumerate(zip(run.stdout, expected, strict=False)) if x != y), None)
+                at = min(len(run.stdout), len(expected)) if at is None else at
+                detail = f"{len(run.stdout)} bytes, expected {len(expected)}; first difference at byte {at}"
+                suite.check(where, False, detail)
+        else:
+            problem = expected(run.stdout)
+            suite.check(where, not problem, problem)
+
+
+# --- the scenarios --------------------------------------------------------------------------
+
+
+def bench_startup(suite: Suite) -> None:
+    print("startup", flush=True)
+    koala, python = str(suite.koala), str(suite.python)
+    reps = suite.reps * 3
+    runs = alternate(
+        {
+            "version": lambda: suite.run([koala, "--version"]),
+            "help": lambda: suite.run([koala, "--help"]),
+            "typer": lambda: suite.run([python, "-c", "import typer"]),
+            "library": lambda: suite.run([python, "-c", "import koala_cli"]),
+        },
+        reps,
+    )
+    for run in runs["version"]:
+        suite.check("koala --version", run.status == 0 and run.stdout.startswith(b"koala "), repr(run.stdout[:80]))
+    for run in runs["help"]:
+        suite.check("koala --help", run.status == 0 and b"Usage:" in run.stdout, repr(run.stderr[-200:]))
+    verify(suite, "python -c 'import typer'", runs["typer"], b"")
+    verify(suite, "python -c 'import koala_cli'", runs["library"], b"")
+    typer = walls(runs["typer"])
+    for name, label in (("version", "koala --version"), ("help", "koala --help")):
+        ratio = paired_ratio(walls(runs[name]), typer)
+        suite.row(
+            "startup",
+            f"{label} vs import typer",
+            ms(median(walls(runs[name]))),
+            ms(median(typer)),
+            f"{ratio:.2f}x",
+            "<= 1.15x",
+            ratio <= 1.15,
+        )
+    suite.row(
+        "startup",
+        "import koala_cli vs import typer",
+        ms(median(walls(runs["library"]))),
+        ms(median(typer)),
+        f"{paired_ratio(walls(runs['library']), typer):.2f}x",
+        "info",
+        None,
+    )
+    probe = (
+        "import sys, json, koala_cli\n"
+        "print(json.dumps({m: m in sys.modules for m in ('typer', 'click', 'typer._click', 'httpx', 'anyio')}))"
+    )
+    loaded = suite.run([python, "-c", probe])
+    suite.check("import koala_cli probe", loaded.status == 0, repr(loaded.stderr[-300:]))
+    modules = json.loads(loaded.stdout or b"{}")
+    heavy = [name for name, present in modules.items() if present]
+    typer_free = not any(modules.get(name) for name in ("typer", "click", "typer._click"))
+    suite.row(
+        "startup",
+        "import koala_cli loads Typer?",
+        "loads " + (", ".join(heavy) or "none of typer/click/httpx/anyio"),
+        "-",
+        "no" if typer_free else "yes",
+        "no Typer",
+        typer_free,
+    )
+    suite.samples["startup"] = {name: walls(values) for name, values in runs.items()}
+
+
+def bench_ask(suite: Suite) -> None:
+    print("short ask", flush=True)
+    config = StreamConfig(chunks=3, size=16)
+    chunks = make_chunks(3, 16)
+    koala, python = str(suite.koala), str(suite.python)
+    with server_process(config, lifetime=600) as url:
+        runs = alternate(
+            {
+                "koala": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
+                "minimal": lambda: suite.run([python, str(BENCH / "minimal.py"), "--base-url", url]),
+            },
+            suite.reps * 2,
+        )
+    expected = expected_raw("".join(chunks))
+    verify(suite, "koala ask (short)", runs["koala"], expected)
+    verify(suite, "minimal.py (short)", runs["minimal"], expected)
+    ratio = paired_ratio(walls(runs["koala"]), walls(runs["minimal"]))
+    suite.row(
+        "ask",
+        "short koala ask vs minimal",
+        ms(median(walls(runs["koala"]))),
+        ms(median(walls(runs["minimal"]))),
+        f"{ratio:.2f}x",
+        "<= 1.2x",
+        ratio <= 1.2,
+    )
+    suite.samples["ask"] = {name: walls(values) for name, values in runs.items()}
+
+
+def bench_stream(suite: Suite) -> None:
+    print(f"stream: {suite.chunks:,} chunks x {suite.size} bytes", flush=True)
+    config = StreamConfig(chunks=suite.chunks, size=suite.size)
+    chunks = make_chunks(suite.chunks, suite.size)
+    koala, python = str(suite.koala), str(suite.python)
+    minimal = [python, str(BENCH / "minimal.py")]
+    with server_process(config, lifetime=1800) as url:
+        runs = alternate(
+            {
+                "raw": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
+                "json": lambda: suite.run([koala, "ask", "--json", "--base-url", url, "hi"]),
+                "minimal": lambda: suite.run([*minimal, "--base-url", url]),
+                "library": lambda: suite.run([python, str(BENCH / "library.py"), "--base-url", url]),
+                "minimal-none": lambda: suite.run([*minimal, "--output", "none", "--base-url", url]),
+            },
+            suite.reps,
+        )
+    expected = expected_raw("".join(chunks))
+    verify(suite, "koala ask (stream)", runs["raw"], expected)
+    verify(suite, "koala ask --json (stream)", runs["json"], lambda out: json_problem(out, chunks))
+    verify(suite, "minimal.py (stream)", runs["minimal"], expected)
+    verify(suite, "library.py (stream)", runs["library"], digest_line(chunks))
+    verify(suite, "minimal.py --output none (stream)", runs["minimal-none"], digest_line(chunks))
+    reference = walls(runs["minimal"])
+    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
+        ratio = paired_ratio(walls(runs[name]), reference)
+        suite.row(
+            "stream",
+            f"{label} vs minimal (wall)",
+            ms(median(walls(runs[name]))),
+            ms(median(reference)),
+            f"{ratio:.2f}x",
+            "<= 0.8x",
+            ratio <= 0.8,
+        )
+    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
+        suite.row(
+            "stream",
+            f"{label} vs minimal (CPU, user + system)",
+            ms(median(cpus(runs[name]))),
+            ms(median(cpus(runs["minimal"]))),
+            f"{paired_ratio(cpus(runs[name]), cpus(runs['minimal'])):.2f}x",
+            "info",
+            None,
+        )
+    rss_reference = [float(run.rss_kib) for run in runs["minimal"]]
+    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
+        rss = [float(run.rss_kib) for run in runs[name]]
+        ratio = paired_ratio(rss, rss_reference)
+        suite.row(
+            "stream",
+            f"{label} vs minimal (peak RSS)",
+            mib(median(rss)),
+            mib(median(rss_reference)),
+            f"{ratio:.2f}x",
+            "<= 1.2x",
+            ratio <= 1.2,
+        )
+    library, floor = walls(runs["library"]), walls(runs["minimal-none"])
+    ratio = paired_ratio(library, floor)
+    suite.row(
+        "library",
+        "create_async_generator vs minimal, both writing nothing",
+        ms(median(library)),
+        ms(median(floor)),
+        f"{ratio:.2f}x",
+        "<= 0.75x",
+        ratio <= 0.75,
+    )
+    suite.row(
+        "library",
+        "create_async_generator vs minimal writing + flushing",
+        ms(median(library)),
+        ms(median(reference)),
+        f"{paired_ratio(library, reference):.2f}x",
+        "info",
+        None,
+    )
+    suite.samples["stream"] = {name: walls(values) for name, values in runs.items()}
+    suite.samples["stream-cpu"] = {name: cpus(values) for name, values in runs.items()}
+    suite.samples["stream-rss-kib"] = {name: [float(r.rss_kib) for r in values] for name, values in runs.items()}
+
+
+def bench_latency(suite: Suite) -> None:
+    print("latency: one event, then a pause", flush=True)
+    config = StreamConfig(chunks=3, size=16, mode="first-pause", lead=0.05, pause=0.25)
+    chunks = make_chunks(3, 16)
+    first = chunks[0].encode("utf-8")
+    sent: list[float] = []
+    koala, python = str(suite.koala), str(suite.python)
+
+    def has_first_raw(out: bytes) -> bool:
+        return len(out) >= len(first)
+
+    def has_first_json(out: bytes) -> bool:
+        return b'"type":"chunk"' in out and out.endswith(b"\n")
+
+    def timed(argv: list[str], watch: Callable[[bytes], bool]) -> Callable[[], Run]:
+        def go() -> Run:
+            sent.clear()
+            run = suite.run(argv, watch=watch)
+            if len(sent) != 1 or run.seen_at is None:
+                suite.check(f"latency {argv[1:3]}", False, "the first event was not seen being sent and received")
+                run.seen_at = float("nan")
+            else:
+                run.seen_at -= sent[0]  # from now on: the latency itself
+            return run
+
+        return go
+
+    with StreamServer(config, lifetime=1800, on_first_event=sent.append) as server:
+        url = server.base_url
+        runs = alternate(
+            {
+                "raw": timed([koala, "ask", "--base-url", url, "hi"], has_first_raw),
+                "json": timed([koala, "ask", "--json", "--base-url", url, "hi"], has_first_json),
+                "minimal": timed([python, str(BENCH / "minimal.py"), "--base-url", url], has_first_raw),
+            },
+            suite.reps,
+        )
+    expected = expected_raw("".join(chunks))
+    verify(suite, "koala ask (latency)", runs["raw"], expected)
+    verify(suite, "koala ask --json (latency)", runs["json"], lambda out: json_problem(out, chunks))
+    verify(suite, "minimal.py (latency)", runs["minimal"], expected)
+    latencies = {name: [run.seen_at or float("nan") for run in values] for name, values in runs.items()}
+    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
+        values = latencies[name]
+        worst = max(values)
+        suite.row(
+            "latency",
+            f"{label}: first event to pipe (median, max)",
+            f"{ms(median(values))}, {ms(worst)}",
+            f"{ms(median(latencies['minimal']))}, {ms(max(latencies['minimal']))}",
+            ms(median(values)),
+            "<= 5 ms",
+            median(values) <= 0.005,
+        )
+    suite.samples["latency"] = latencies
+
+
+def bench_events(suite: Suite) -> None:
+    """The stream again, but one event per TCP write: many small reads instead of a few big ones."""
+    print(f"stream, one event per write: {suite.chunks:,} chunks x {suite.size} bytes", flush=True)
+    config = StreamConfig(chunks=suite.chunks, size=suite.size, mode="events")
+    chunks = make_chunks(suite.chunks, suite.size)
+    koala, python = str(suite.koala), str(suite.python)
+    with server_process(config, lifetime=1800) as url:
+        runs = alternate(
+            {
+                "raw": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
+                "json": lambda: suite.run([koala, "ask", "--json", "--base-url", url, "hi"]),
+                "minimal": lambda: suite.run([python, str(BENCH / "minimal.py"), "--base-url", url]),
+            },
+            max(3, suite.reps // 2),
+        )
+    expected = expected_raw("".join(chunks))
+    verify(suite, "koala ask (events)", runs["raw"], expected)
+    verify(suite, "koala ask --json (events)", runs["json"], lambda out: json_problem(out, chunks))
+    verify(suite, "minimal.py (events)", runs["minimal"], expected)
+    reference = walls(runs["minimal"])
+    reference_cpu = cpus(runs["minimal"])
+    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
+        suite.row(
+            "events",
+            f"{label} vs minimal, one event per write (wall)",
+            ms(median(walls(runs[name]))),
+            ms(median(reference)),
+            f"{paired_ratio(walls(runs[name]), reference):.2f}x",
+            "info",
+            None,
+        )
+        suite.row(
+            "events",
+            f"{label} vs minimal, one event per write (CPU)",
+            ms(median(cpus(runs[name]))),
+            ms(median(reference_cpu)),
+            f"{paired_ratio(cpus(runs[name]), reference_cpu):.2f}x",
+            "info",
+            None,
+        )
+    suite.samples["events"] = {name: walls(values) for name, values in runs.items()}
+    suite.samples["events-cpu"] = {name: cpus(values) for name, values in runs.items()}
+
+
+def write_history(path: Path, turns: int) -> int:
+    """A JSONL history of ``turns`` lines of about 500 bytes each; returns its size."""
+    corpus = "".join(make_chunks(200, 64))
+    lines = []
+    for number in range(turns):
+        role = "user" if number % 2 == 0 else "assistant"
+        start = (number * 37) % 1000
+        content = f"turn {number}: " + (corpus[start:] + corpus)[:440]
+        lines.append(json.dumps({"role": role, "content": content}, ensure_ascii=False))
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    path.write_bytes(data)
+    return len(data)
+
+
+_LOAD_PROBE = """
+import json, sys, time
+from pathlib import Path
+from koala_cli.history import load_history
+small, large, reps = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+times = {"small": [], "large": []}
+counts = {"small": len(load_history(small)), "large": len(load_history(large))}  # warm-up
+pairs = [("small", small), ("large", large)]
+for number in range(reps):
+    for name, path in pairs if number % 2 == 0 else pairs[::-1]:
+        started = time.perf_counter()
+        load_history(path)
+        times[name].append(time.perf_counter() - started)
+print(json.dumps({"times": times, "counts": counts}))
+"""
+
+
+def bench_history(suite: Suite) -> None:
+    print("history: 20,000 turns (~10 MB) and twice that", flush=True)
+    koala, python = str(suite.koala), str(suite.python)
+    with tempfile.TemporaryDirectory(prefix="koala-bench-") as folder:
+        small, large = Path(folder, "big.jsonl"), Path(folder, "double.jsonl")
+        size = write_history(small, 20_000)
+        large_size = write_history(large, 40_000)
+        probe = suite.run([python, "-c", _LOAD_PROBE, str(small), str(large), str(suite.reps * 2)])
+        suite.check("load_history probe", probe.status == 0, repr(probe.stderr[-300:]))
+        if probe.status == 0:
+            result = json.loads(probe.stdout)
+            suite.check("load_history counts", result["counts"] == {"small": 20_000, "large": 40_000}, str(result))
+            times = result["times"]
+            load = median(times["small"])
+            suite.row(
+                "history",
+                f"load_history, 20,000 turns ({size / 1e6:.1f} MB), in process",
+                ms(load),
+                "-",
+                ms(load),
+                "< 250 ms",
+                load < 0.25,
+            )
+            ratio = paired_ratio(times["large"], times["small"])
+            suite.row(
+                "history",
+                f"load_history, 40,000 turns ({large_size / 1e6:.1f} MB) vs 20,000",
+                ms(median(times["large"])),
+                ms(load),
+                f"{ratio:.2f}x",
+                f"<= 2.0x (+{DOUBLING_NOISE:.0%})",
+                ratio <= 2.0 * (1 + DOUBLING_NOISE),
+            )
+        config = StreamConfig(chunks=3, size=16)
+        chunks = make_chunks(3, 16)
+        history = Path(folder, "chat.jsonl")
+        shutil.copyfile(small, history)
+
+        def with_history() -> Run:
+            run = suite.run([koala, "ask", "-H", str(history), "--base-url", url, "hi"])
+            appended = history.read_bytes()[size:]
+            lines = [json.loads(line) for line in appended.splitlines()]
+            wanted = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "".join(chunks)}]
+            suite.check("koala ask -H appends the turn", lines == wanted, repr(appended[:200]))
+            os.truncate(history, size)  # back as it was, without rewriting (and re-syncing) the file
+            return run
+
+        with server_process(config, lifetime=1800) as url:
+            runs = alternate(
+                {
+                    "history": with_history,
+                    "plain": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
+                },
+                suite.reps,
+            )
+    expected = expected_raw("".join(chunks))
+    verify(suite, "koala ask -H big.jsonl", runs["history"], expected)
+    verify(suite, "koala ask (history baseline)", runs["plain"], expected)
+    added = median([a - b for a, b in zip(walls(runs["history"]), walls(runs["plain"]), strict=True)])
+    suite.row(
+        "history",
+        "koala ask -H big.jsonl vs without -H, end to end (added)",
+        ms(median(walls(runs["history"]))),
+        ms(median(walls(runs["plain"]))),
+        f"+{ms(added)}",
+        "info",
+        None,
+    )
+    suite.samples["history-e2e"] = {name: walls(values) for name, values in runs.items()}
+
+
+SCENARIOS: dict[str, Callable[[Suite], None]] = {
+    "startup": bench_startup,
+    "ask": bench_ask,
+    "stream": bench_stream,
+    "latency": bench_latency,
+    "history": bench_history,
+    "events": bench_events,
+}
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def find_koala(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The koala script and the interpreter of its environment."""
+    if args.venv:
+        bin_dir = Path(args.venv) / "bin"
+        koala, python = bin_dir / "koala", bin_dir / "python"
+    else:
+        koala = Path(args.koala) if args.koala else Path(sys.executable).with_name("koala")
+        if not koala.exists() and not args.koala:
+            found = shutil.which("koala")
+            koala = Path(found) if found else koala
+        python = Path(args.python) if args.python else koala.with_name("python")
+    if args.python:
+        python = Path(args.python)
+    for what, path in (("koala script", koala), ("python", python)):
+        if not path.exists():
+            raise SystemExit(f"run.py: no {what} at {path} (use --venv, --koala or --python)")
+    return koala, python
+
+
+def describe(suite: Suite) -> list[str]:
+    version = suite.run([str(suite.koala), "--version"]).stdout.decode().strip()
+    python = suite.run([str(suite.python), "-VV"]).stdout.decode().strip()
+    probe = (
+        "from importlib import metadata\n"
+        "for name in ('typer', 'httpx', 'anyio', 'pydantic'):\n"
+        "    try: print(f'{name} {metadata.version(name)}', end='  ')\n"
+        "    except metadata.PackageNotFoundError: print(f'{name} -', end='  ')"
+    )
+    packages = suite.run([str(suite.python), "-c", probe]).stdout.decode().strip()
+    return [
+        f"date      {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine   {platform.machine()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+        f"Linux {platform.release()}",
+        f"python    {python.splitlines()[0] if python else '?'}",
+        f"koala     {version} at {suite.koala}",
+        f"packages  {packages}",
+        f"reps      {suite.reps} (startup x3, short ask x2, history load x2), after one warm-up round",
+        f"load      {load_average()} (1/5/15 min) at the start",
+    ]
+
+
+def load_average() -> str:
+    """Other work on the machine makes every figure noisier: say how much there was."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def table(rows: Sequence[Row]) -> str:
+    cells = [["group", "measurement", "koala", "reference", "value", "goal", "result"]]
+    for row in rows:
+        verdict = "info" if row.ok is None else ("PASS" if row.ok else "FAIL")
+        cells.append([row.group, row.name, row.koala, row.reference, row.value, row.goal, verdict])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    lines = [
+        "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |" for line in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="koala's benchmark suite (see bench/README.md).")
+    parser.add_argument("--reps", type=int, default=10, help="measured rounds per comparison (default 10)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke check, not figures to quote")
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT_GROUPS),
+        help=f"comma-separated groups among {','.join(GROUPS)} (default: all but events)",
+    )
+    parser.add_argument("--venv", help="measure the koala installed in this virtualenv")
+    parser.add_argument("--koala", help="the koala script (default: the one next to this interpreter)")
+    parser.add_argument("--python", help="the interpreter for the references (default: the one next to koala)")
+    parser.add_argument("--chunks", type=int, default=100_000, help="chunks of the streaming case")
+    parser.add_argument("--size", type=int, default=16, help="bytes per chunk of the streaming case")
+    parser.add_argument("--save", metavar="FILE", help="also write every sample as JSON")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal fails, not only when a check does")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 3
+    unknown = set(args.only.split(",")) - set(GROUPS)
+    if unknown or args.reps < 1:
+        parser.error(f"unknown group(s) {', '.join(sorted(unknown))}" if unknown else "--reps must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    koala, python = find_koala(args)
+    with (
+        tempfile.TemporaryDirectory(prefix="koala-bench-cwd-") as cwd,
+        Spawner(child_env(), cwd) as spawner,  # forked first, while this process is small
+    ):
+        suite = Suite(koala=koala, python=python, reps=args.reps, chunks=args.chunks, size=args.size, spawner=spawner)
+        header = describe(suite)
+        print("\n".join(header), flush=True)
+        started = time.perf_counter()
+        selected = args.only.split(",")
+        try:
+            for name in GROUPS:
+                if name in selected:
+                    SCENARIOS[name](suite)
+        except (BenchError, SpawnError) as exc:
+            print(f"run.py: cannot go on: {exc}", file=sys.stderr)
+            return 2
+        elapsed = time.perf_counter() - started
+        header.append(f"spawner   peak RSS {mib(spawner.helper_rss_kib)} (no child's peak RSS can read below it)")
+    print()
+    print("\n".join(header))
+    print(f"took      {elapsed:.0f} s; load {load_average()} at the end")
+    print()
+    print(table(suite.rows))
+    failed = [row.name for row in suite.rows if row.ok is False]
+    print()
+    print(f"goals: {sum(row.ok is True for row in suite.rows)} pass, {len(failed)} fail")
+    if suite.problems:
+        print(f"CHECKS FAILED ({len(suite.problems)}):")
+        for problem in suite.problems[:20]:
+            print(f"  {problem}")
+    else:
+        print("checks: every output matched, byte for byte")
+    if args.save:
+        record = {
+            "header": header,
+            "rows": [row.__dict__ for row in suite.rows],
+            "problems": suite.problems,
+            "samples": suite.samples,
+        }
+        Path(args.save).write_text(json.dumps(record, indent=1) + "\n")
+    if suite.problems or (args.strict and failed):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)
