@@ -18,24 +18,36 @@ from pathlib import Path
 from .errors import HistoryError
 from .models import ROLES, Message
 
-__all__ = ["append_turns", "check_writable", "format_messages", "load_history", "parse_history", "validate_message"]
+__all__ = [
+    "append_turns",
+    "check_writable",
+    "format_messages",
+    "load_history",
+    "parse_history",
+    "read_history",
+    "validate_message",
+]
 
 _ROLE_LIST = "system, user or assistant"
 
 
 def load_history(path: Path) -> list[Message]:
     """The messages of a history file; a missing file is an empty history."""
+    return parse_history(read_history(path), str(path))
+
+
+def read_history(path: Path) -> bytes:
+    """A history file's bytes, read under a shared lock; a missing file reads as empty."""
     try:
         with path.open("rb") as file:
             fcntl.flock(file, fcntl.LOCK_SH)
-            data = file.read()
+            return file.read()
     except FileNotFoundError:
         if not path.parent.is_dir():
             raise HistoryError(f"{path}: directory {str(path.parent)!r} does not exist") from None
-        return []
+        return b""
     except OSError as exc:
         raise HistoryError(f"{path}: {exc.strerror or exc}") from None
-    return parse_history(data, str(path))
 
 
 def check_writable(path: Path) -> None:

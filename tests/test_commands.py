@@ -857,7 +857,9 @@ def test_bash_completion(tmp_path: Path) -> None:
 def test_zsh_and_fish_completion() -> None:
     zsh = run_koala("completion", "zsh")
     assert zsh.returncode == 0
-    assert zsh.stdout.startswith(b"#compdef koala\n")
+    assert zsh.stdout.startswith(b"# zsh completion for koala")
+    assert b"bashcompinit" in zsh.stdout
+    assert b"complete -o filenames -F _koala koala" in zsh.stdout
     if shutil.which("zsh"):
         check = subprocess.run(["zsh", "-n"], input=zsh.stdout, capture_output=True, timeout=WAIT, check=False)
         assert check.returncode == 0, check.stderr
