@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +58,18 @@ def run_koala(*args: str, stdin: bytes | None = None, timeout: float = 30) -> su
         timeout=timeout,
         check=False,
     )
+
+
+def read_exactly(fd: int, size: int, timeout: float = 20.0) -> bytes:
+    """Up to ``size`` bytes from a pipe: less only at end of file or after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        piece = os.read(fd, size - len(data))
+        if not piece:
+            break
+        data += piece
+    return data

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, run_koala
+from conftest import KOALA, read_exactly, run_koala
 from standin import DROP, Script, StandIn, sse
 
 HISTORY_LINES = [
@@ -244,17 +244,6 @@ def _start(server: StandIn, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _read_exactly(proc: subprocess.Popen[bytes], size: int) -> bytes:
-    assert proc.stdout is not None
-    data = b""
-    while len(data) < size:
-        piece = os.read(proc.stdout.fileno(), size - len(data))
-        if not piece:
-            break
-        data += piece
-    return data
-
-
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_first_chunk_reaches_the_pipe_while_the_server_pauses(server: StandIn, json_flag: list[str]) -> None:
     gate = threading.Event()
@@ -262,11 +251,11 @@ def test_first_chunk_reaches_the_pipe_while_the_server_pauses(server: StandIn, j
     proc = _start(server, *json_flag, "hi")
     try:
         expected = b"early" if not json_flag else b'{"type":"start","model":"gpt-4o-mini"}\n'
-        first = _read_exactly(proc, len(expected))
+        first = read_exactly(proc.stdout.fileno(), len(expected))
         assert first == expected  # arrived although the server is still waiting on the gate
         if json_flag:
             chunk = b'{"type":"chunk","text":"early"}\n'
-            assert _read_exactly(proc, len(chunk)) == chunk
+            assert read_exactly(proc.stdout.fileno(), len(chunk)) == chunk
     finally:
         gate.set()
         proc.communicate(timeout=30)
@@ -281,7 +270,9 @@ def test_signal_mid_reply(server: StandIn, tmp_path: Path, signum: int, status: 
     server.push(Script([sse("partial"), gate, sse(" rest")]))
     proc = _start(server, "--json", "-H", str(path), "hi")
     try:
-        _read_exactly(proc, len(b'{"type":"start","model":"gpt-4o-mini"}\n{"type":"chunk","text":"partial"}\n'))
+        read_exactly(
+            proc.stdout.fileno(), len(b'{"type":"start","model":"gpt-4o-mini"}\n{"type":"chunk","text":"partial"}\n')
+        )
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -9,8 +9,6 @@ turns, each user line followed by its own assistant line, every line valid JSON.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
 import subprocess
 import threading
@@ -19,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA
+from conftest import KOALA, read_exactly
 from standin import Recorded, Script, StandIn, sse
 
 WAIT = 60.0  # generous: 32 interpreters start on 2 cores
@@ -63,19 +61,6 @@ def launch(server: StandIn, path: Path, n: int) -> subprocess.Popen[bytes]:
     )
 
 
-def read_exactly(fd: int, size: int, deadline: float) -> bytes:
-    data = b""
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        piece = os.read(fd, size - len(data))
-        if not piece:
-            break
-        data += piece
-    return data
-
-
 def turns(path: Path) -> list[tuple[int, int]]:
     """The (user, assistant) question numbers of every turn after the prior ones, checking the shape."""
     data = path.read_bytes()
@@ -116,7 +101,7 @@ def test_killed_and_interrupted_runs_leave_only_complete_turns(
         for n, proc in enumerate(procs):  # every run is mid-reply: its first chunk is in our pipe
             assert proc.stdout is not None
             first = f"reply {n} ".encode()
-            assert read_exactly(proc.stdout.fileno(), len(first), deadline) == first, n
+            assert read_exactly(proc.stdout.fileno(), len(first), deadline - time.monotonic()) == first, n
         for n in KILLED:
             procs[n].kill()
         for n in INTERRUPTED:

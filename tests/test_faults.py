@@ -30,7 +30,7 @@ import anyio
 import httpx
 import pytest
 import respx
-from conftest import KOALA
+from conftest import KOALA, read_exactly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standin import DROP, Notify, Pause, Repeat, Script, StandIn, sse
@@ -52,15 +52,6 @@ MARKERS = "".join(map(chr, range(0x2460, 0x2470)))
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[StandIn]:
-    stand_in = StandIn().start()
-    try:
-        yield stand_in
-    finally:
-        stand_in.stop()
 
 
 def koala(
@@ -126,21 +117,6 @@ def running(*args: str, stdout: int = PIPE) -> Iterator[subprocess.Popen[bytes]]
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=WAIT)
-
-
-def read_exactly(fd: int, size: int, timeout: float = 20.0) -> bytes:
-    """Up to ``size`` bytes from a pipe: less only at end of file or after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        piece = os.read(fd, size - len(data))
-        if not piece:
-            break
-        data += piece
-    return data
 
 
 def read_line(fd: int, timeout: float = 20.0, limit: int = 4096) -> bytes:
