@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .errors import TimeoutError
+from .errors import ProtocolError, TimeoutError
 from .history import append_turns, check_writable, load_history
 from .models import Message
 from .output import Reply, Writer
@@ -118,6 +118,8 @@ async def stream_reply(
                         parts.append("".join(batch))
     except builtins.TimeoutError:
         raise TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
+    if not chunks:  # a service that answers nothing has failed, whatever its status said
+        raise ProtocolError("the service sent an empty reply")
     text = "".join(parts) if keep_text else None
     return Reply(text, model, chunks, chars, first_chunk, time.monotonic() - started)
 

@@ -42,23 +42,44 @@ class BadJob:
 
     line: int
     message: str
+    id: Any = None
 
 
-def parse_jobs(text: str, name: str, *, lines: bool = False) -> Iterator[Job | BadJob]:
+def parse_jobs(data: bytes, name: str, *, lines: bool = False) -> Iterator[Job | BadJob]:
     """Jobs from JSONL (``{"id", "prompt", "system"?, "model"?, "history"?}``) or, with
-    ``lines``, one prompt a line.  Blank lines are skipped."""
-    for number, raw in enumerate(text.split("\n"), 1):
-        line = raw.rstrip("\r")
+    ``lines``, one prompt a line.  Blank lines are skipped; a line that is not a job (not
+    UTF-8, not JSON, a repeated id, ...) is a ``BadJob`` in its place."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    seen: set[str] = set()
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        where = f"{name}:{number}"
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            yield BadJob(number, f"{where}: not valid UTF-8")
+            continue
         if not line.strip():
             continue
         if lines:
             yield Job(number, number, line)
             continue
         try:
-            yield _job(json.loads(line), number)
-        except (ValueError, KoalaError) as exc:
-            reason = str(exc) if isinstance(exc, KoalaError) else f"not valid JSON ({exc})"
-            yield BadJob(number, f"{name}:{number}: {reason}")
+            value = json.loads(line)
+        except ValueError as exc:
+            yield BadJob(number, f"{where}: not valid JSON ({exc})")
+            continue
+        job_id = value.get("id", number) if isinstance(value, dict) else None
+        key = json.dumps(job_id, sort_keys=True)
+        try:
+            if key in seen:
+                raise UsageError(f"id {key} appears more than once")
+            job = _job(value, number)
+        except KoalaError as exc:
+            yield BadJob(number, f"{where}: {exc}", job_id)
+            continue
+        seen.add(key)
+        yield job
 
 
 def _job(value: object, number: int) -> Job:
@@ -80,7 +101,7 @@ def _job(value: object, number: int) -> Job:
 def done_ids(text: str) -> set[str]:
     """The ids (as JSON) that already have an ``ok`` result in an earlier output."""
     ids = set()
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): U+2028 is legal inside a JSON line
         try:
             record = json.loads(line)
         except ValueError:
@@ -183,7 +204,7 @@ async def run_batch(
         for index, job in enumerate(jobs):
             if isinstance(job, BadJob):
                 error = {"message": job.message, "exit_status": UsageError.exit_status}
-                record(index, {"id": None, "line": job.line, "ok": False, "error": error})
+                record(index, {"id": job.id, "line": job.line, "ok": False, "error": error})
                 continue
             await limiter.acquire()
             progress.in_flight += 1

@@ -7,24 +7,36 @@ they run.  Click's multi-line usage errors become one ``koala: error:`` line her
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
 from . import __version__
 
-SIGPIPE_STATUS = 128 + 13
-
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``koala`` with ``argv`` (default: the process arguments) and exit."""
     args = sys.argv[1:] if argv is None else argv
+    if sys.stderr is None:  # `2>&-`: errors go nowhere, but they still decide the exit status
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    if sys.stdout is None:
+        sys.stderr.write("koala: error: standard output is closed\n")
+        sys.exit(1)
     if args == ["--version"]:
         sys.stdout.write(f"koala {__version__}\n")
         sys.exit(0)
+    try:
+        _run(args)
+    except KeyboardInterrupt:  # Ctrl-C before any signal handling of ours was in place
+        sys.stderr.write("koala: interrupted by SIGINT\n")
+        sys.exit(130)
+
+
+def _run(args: list[str]) -> NoReturn:
     import typer
 
     from .commands import app
-    from .commands._shared import silence_stdout
+    from .commands._shared import SIGPIPE_STATUS, silence_stdout
 
     usage_error: type[Exception] = typer.BadParameter.__mro__[1]  # Typer's vendored click UsageError
     command = typer.main.get_command(app)
@@ -41,4 +53,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except BrokenPipeError:
         silence_stdout()
         sys.exit(SIGPIPE_STATUS)
+    except OSError as exc:  # help or usage text that could not be written (disk full)
+        silence_stdout()
+        sys.stderr.write(f"koala: error: cannot write the output: {exc.strerror or exc}\n")
+        sys.exit(1)
     sys.exit(status if isinstance(status, int) else 0)

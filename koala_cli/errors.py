@@ -1,6 +1,7 @@
 """The one error tree of koala; every class knows the exit status it maps to.
 
     KoalaError                    1  internal / unexpected condition
+    ├── OutputError               1  standard output cannot be written (disk full, ...)
     ├── UsageError                2  bad arguments, empty prompt, stdin not UTF-8
     │   └── HistoryError          2  a history file that cannot be read or is malformed
     ├── NetworkError              3  cannot connect, DNS, proxy, connection dropped mid-reply
@@ -9,8 +10,8 @@
     │   └── BlockedError          4  ... and it was a bot challenge (Cloudflare)
     └── ProtocolError             5  the answer is not the expected event stream
 
-httpx errors are translated into this tree at one place (``provider``); the CLI
-maps it to exit statuses at one place (``cli``).  Anything else escaping is a bug.
+httpx errors are translated into this tree at one place (``streaming``); the CLI maps it
+to exit statuses at one place (``commands._shared.fail``).  Anything else escaping is a bug.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "HistoryError",
     "KoalaError",
     "NetworkError",
+    "OutputError",
     "ProtocolError",
     "ServiceError",
     "TimeoutError",
@@ -31,6 +33,10 @@ class KoalaError(Exception):
     """Root of every error koala raises on purpose."""
 
     exit_status: int = 1
+
+
+class OutputError(KoalaError):
+    """The reply could not be written (a closed pipe is not this: it ends quietly)."""
 
 
 class UsageError(KoalaError):

@@ -8,6 +8,7 @@ file is never left with half a turn.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import fcntl
 import gc
 import json
@@ -52,6 +53,8 @@ def read_history(path: Path) -> bytes:
 
 def check_writable(path: Path) -> None:
     """Fail before the request, not after it, when the reply could not be saved."""
+    if path.exists() and not path.is_file():
+        raise HistoryError(f"{path}: not a regular file (a history must be one)")
     target = path if path.exists() else path.parent
     if not os.access(target, os.W_OK):
         raise HistoryError(f"{path}: permission denied (cannot append to it)")
@@ -95,11 +98,11 @@ def validate_message(value: object, where: str) -> Message:
     role = value.get("role")
     if role is None:
         raise HistoryError(f'{where}: missing "role" ({_ROLE_LIST})')
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise HistoryError(f"{where}: unknown role {str(role)[:40]!r} (expected {_ROLE_LIST})")
     content = value.get("content")
     if not isinstance(content, str):
-        what = "missing" if content is None else f"a {type(content).__name__}"
+        what = "missing" if "content" not in value else "null" if content is None else f"a {type(content).__name__}"
         raise HistoryError(f'{where}: "content" must be a string, not {what}')
     return value  # type: ignore[return-value]  # validated; extra keys are kept
 
@@ -130,7 +133,8 @@ def append_turns(path: Path, user: str, assistant: str) -> None:
             _write_all(fd, data)
             os.fsync(fd)
         except OSError as exc:
-            os.ftruncate(fd, size)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
             raise HistoryError(f"{path}: cannot append: {exc.strerror or exc}; the file was left as it was") from None
     finally:
         os.close(fd)

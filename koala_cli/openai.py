@@ -30,6 +30,7 @@ class OpenAI(HTTPStreamProvider):
     url: ClassVar[str] = "https://api.openai.com"
     working: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
+    api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     default_model: ClassVar[str] = DEFAULT_MODEL
     models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
 

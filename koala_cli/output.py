@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C encoder when available; no ASCII escaping
 from typing import BinaryIO, Protocol
 
-__all__ = ["JsonWriter", "Reply", "TextWriter", "Writer", "terminal_safe"]
+from .errors import OutputError
+
+__all__ = ["GuardedStream", "JsonWriter", "Reply", "TextWriter", "Writer", "json_terminal_safe", "terminal_safe"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,32 @@ class Writer(Protocol):
     def error(self, message: str, exit_status: int) -> None: ...
 
 
+class GuardedStream:
+    """A binary stream whose write failures are koala errors; a closed pipe stays
+    ``BrokenPipeError``, which ends koala quietly rather than as an error."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
 def _terminal_table() -> dict[int, str]:
     table = {code: f"^{chr(code + 64)}" for code in range(0x20) if code not in (0x09, 0x0A)}
     table[0x7F] = "^?"
@@ -61,7 +89,7 @@ class TextWriter:
     """The reply text as it arrives, ending with a newline; byte-exact unless ``sanitize``."""
 
     def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
-        self._stream = stream
+        self._stream = GuardedStream(stream)
         self._sanitize = sanitize
         self._ends_with_newline = True
 
@@ -70,6 +98,8 @@ class TextWriter:
 
     def chunks(self, batch: list[str]) -> None:
         text = batch[0] if len(batch) == 1 else "".join(batch)
+        if not text:
+            return
         if self._sanitize:
             text = terminal_safe(text)
         self._stream.write(text.encode("utf-8", "replace"))
@@ -92,6 +122,11 @@ class TextWriter:
 _JSON_TERMINAL_SAFE = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
 
 
+def json_terminal_safe(text: str) -> str:
+    """JSON text with DEL and C1 controls escaped: still the same JSON, inert on a terminal."""
+    return text.translate(_JSON_TERMINAL_SAFE)
+
+
 def _line(record: dict[str, object]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
@@ -103,13 +138,13 @@ class JsonWriter:
     """
 
     def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
-        self._stream = stream
+        self._stream = GuardedStream(stream)
         self._sanitize = sanitize
         self._text: list[bytes] = []  # the reply so far, JSON-escaped UTF-8, one piece per batch
 
     def _encode(self, text: str) -> bytes:
         if self._sanitize:
-            text = text.translate(_JSON_TERMINAL_SAFE)
+            text = json_terminal_safe(text)
         return text.encode("utf-8", "backslashreplace")
 
     def _write(self, text: str) -> None:

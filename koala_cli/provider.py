@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from .errors import UsageError
 from .models import DEFAULT_MODEL, Message
-from .streaming import HTTPStreamProvider, RequestSpec, chunk_from_event, mask_secrets
+from .streaming import HTTPStreamProvider, RequestSpec
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -18,9 +18,8 @@ __all__ = [
     "Payload",
     "build_headers",
     "build_payload",
-    "chunk_from_event",
     "endpoint_url",
-    "mask_secrets",
+    "site_origin",
 ]
 
 DEFAULT_BASE_URL = "https://koala.sh"
@@ -92,6 +91,7 @@ class Koala(HTTPStreamProvider):
     api_endpoint: ClassVar[str] = endpoint_url(DEFAULT_BASE_URL)
     working: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
+    api_key_env: ClassVar[str | None] = "KOALA_API_KEY"
     default_model: ClassVar[str] = DEFAULT_MODEL
     models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
 

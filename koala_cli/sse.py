@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import re
 
-from .errors import ProtocolError
+from .errors import NetworkError, ProtocolError
 
 __all__ = ["MAX_EVENT_BYTES", "SSEDecoder"]
 
@@ -70,12 +70,13 @@ class SSEDecoder:
             events += self._lines(lines)
         return events
 
-    def close(self) -> list[str]:
-        """End of stream: an event still being built is dispatched (a lenient reading of the spec)."""
-        tail = self._utf8.decode(b"", final=True)
-        lines = [self._pending + tail, ""]
+    def close(self) -> None:
+        """End of stream.  An event cut off before its blank line is not dispatched (the WHATWG
+        rule); since that means the reply lost its end, it is an error, not a quiet success."""
+        tail = self._pending + self._utf8.decode(b"", final=True)
         self._pending = ""
-        return self._lines(lines)
+        if self._has_data or tail.startswith("data"):
+            raise NetworkError("the event stream ended in the middle of an event")
 
     def _lines(self, lines: list[str]) -> list[str]:
         events: list[str] = []

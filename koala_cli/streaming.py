@@ -17,7 +17,7 @@ from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import anyio
 import httpx
@@ -41,8 +41,6 @@ __all__ = [
     "RequestSpec",
     "backoff_delay",
     "chunk_from_event",
-    "excerpt",
-    "mask_secrets",
     "parse_retry_after",
     "translate_error",
 ]
@@ -120,6 +118,15 @@ def _body_excerpt(body: str, content_type: str) -> str:
     if "html" in content_type:
         title = _TITLE.search(body)
         return f"an HTML page titled {excerpt(title.group(1))!r}" if title else "an HTML page"
+    if "json" in content_type:  # an API's error message says more than its JSON
+        try:
+            value = _JSON.decode(body)
+        except ValueError:
+            value = None
+        error = value.get("error", value) if isinstance(value, dict) else None
+        message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+        if isinstance(message, str) and message:
+            return excerpt(message)
     return excerpt(body) or "an empty body"
 
 
@@ -197,6 +204,9 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
     and event parsing are shared.
     """
 
+    #: The environment variable a front end may take this provider's key from.
+    api_key_env: ClassVar[str | None] = None
+
     @classmethod
     def request_spec(
         cls,
@@ -251,6 +261,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         """
         spec = cls.request_spec(model, messages, base_url=base_url, web_search=web_search, api_key=api_key)
         async with AsyncExitStack() as stack:
+            callers_client = client is not None  # its proxy is its own business, not ours
             if client is None:
                 client = await stack.enter_async_context(_client(proxy, timeout, spec.url))
             try:
@@ -267,16 +278,18 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             except httpx.InvalidURL as exc:
                 raise UsageError(f"invalid URL {mask_secrets(spec.url)!r}: {exc}") from None
             host = _host(request.url)
-            if proxy and client is not None:
+            if proxy and not callers_client:
                 host = f"{host} (via proxy {mask_secrets(proxy)})"
             try:
                 response = await _send(client, request, host, timeout, retries, on_retry)
                 stack.push_async_callback(response.aclose)
+                started = False
                 try:
                     async for batch in _answer_batches(response, host, timeout):
+                        started = True
                         yield batch
                 except httpx.HTTPError as exc:
-                    raise translate_error(exc, host, timeout, mid_reply=True) from exc
+                    raise translate_error(exc, host, timeout, mid_reply=started) from exc
             except KoalaError as exc:
                 _redact(exc, api_key)
                 raise
@@ -340,7 +353,8 @@ async def _send(
             delay = backoff_delay(attempt)
             reason = str(error).rstrip(".")
         else:
-            if response.status_code not in RETRY_STATUSES or attempt == attempts:
+            challenged = response.headers.get("cf-mitigated", "").lower() == "challenge"
+            if response.status_code not in RETRY_STATUSES or attempt == attempts or challenged:
                 await _raise_for_status(response, host, attempt)
                 return response
             after = parse_retry_after(response.headers.get("retry-after"))
@@ -418,7 +432,8 @@ async def _answer_batches(response: httpx.Response, host: str, timeout: float) -
         text = _text_of(value, body) if isinstance(value, (dict, str)) else None
         if text is None:
             raise ProtocolError(f"{host} answered JSON without a reply text: {excerpt(body)}")
-        yield [text]
+        if text:
+            yield [text]
         return
     if _is_challenge(response, body):
         raise _blocked(host, f"HTTP {response.status_code}", response.status_code, body, 1)
@@ -443,14 +458,9 @@ async def _event_batches(response: httpx.Response) -> AsyncGenerator[list[str], 
                 raise error
             if end:
                 return
-    events = decoder.close()
-    if not seen and not events:
+    if not seen:
         raise _not_a_stream(response, bytes(head).decode("utf-8", "replace"))
-    chunks, _, error = _chunks(events)
-    if chunks:
-        yield chunks
-    if error is not None:
-        raise error
+    decoder.close()
 
 
 def _not_a_stream(response: httpx.Response, body: str) -> KoalaError:

@@ -119,7 +119,7 @@ class StandIn:
             else:
                 script = self.scripts.popleft() if self.scripts else self.default
             self._answer(conn, script)
-        except OSError:
+        except (OSError, ValueError):  # a client that hung up mid-request, or sent half a body
             pass
         finally:
             with self._lock:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from koala_cli.errors import ProtocolError
+from koala_cli.errors import KoalaError, NetworkError, ProtocolError
 from koala_cli.sse import SSEDecoder
 
 
@@ -17,7 +17,8 @@ def decode(*pieces: bytes) -> list[str]:
     events: list[str] = []
     for piece in pieces:
         events += decoder.feed(piece)
-    return events + decoder.close()
+    decoder.close()
+    return events
 
 
 def test_spec_example_multiline_data() -> None:
@@ -27,7 +28,7 @@ def test_spec_example_multiline_data() -> None:
 
 
 def test_spec_example_empty_data_events() -> None:
-    assert decode(b"data\n\ndata\ndata\n\ndata:\n") == ["", "\n", ""]
+    assert decode(b"data\n\ndata\ndata\n\ndata:\n\n") == ["", "\n", ""]
 
 
 def test_data_lines_join_with_newline() -> None:
@@ -61,8 +62,16 @@ def test_utf8_cut_inside_a_sequence() -> None:
     assert decode(*[data[i : i + 1] for i in range(len(data))]) == ["é😀"]
 
 
-def test_unterminated_event_at_end_is_dispatched() -> None:
-    assert decode(b'data: "tail"') == ['"tail"']
+@pytest.mark.parametrize("tail", [b'data: "tail"', b'data: "tail"\n', b'data: "ta'])
+def test_stream_ending_inside_an_event_is_an_error(tail: bytes) -> None:
+    # WHATWG drops an unfinished event; koala also says so, rather than save a cut reply.
+    with pytest.raises(NetworkError):
+        decode(b'data: "whole"\n\n' + tail)
+
+
+def test_stream_ending_after_a_comment_or_other_field_is_fine() -> None:
+    assert decode(b'data: "whole"\n\n: bye') == ['"whole"']
+    assert decode(b'data: "whole"\n\nevent: end\n') == ['"whole"']
 
 
 def test_oversized_line_is_a_protocol_error() -> None:
@@ -102,7 +111,8 @@ def test_cut_at_every_single_offset() -> None:
 def test_arbitrary_bytes_decode_or_raise_protocol_error(data: bytes, cut: int) -> None:
     try:
         result = decode(data[:cut], data[cut:])
-    except ProtocolError:
+    except KoalaError as exc:
+        assert isinstance(exc, (ProtocolError, NetworkError))
         return
     assert all(isinstance(event, str) for event in result)
 

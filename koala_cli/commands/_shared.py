@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from ..errors import KoalaError, UsageError
+from ..errors import KoalaError, OutputError, UsageError
 from ..models import DEFAULT_MODEL
 from ..text import mask_secrets
 
@@ -27,7 +27,7 @@ SIGPIPE_STATUS = 141  # 128 + SIGPIPE, as a shell reports a process killed by it
 EXIT_STATUS_HELP = """\b
 Exit status:
   0    success
-  1    internal error
+  1    internal error, or stdout cannot be written
   2    usage or bad input: arguments, empty prompt, stdin not UTF-8, bad history file
   3    network: cannot connect, DNS, proxy, timeout, connection dropped mid-reply
   4    the service answered an HTTP error (or a Cloudflare challenge)
@@ -71,9 +71,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         metavar="KEY",
-        envvar="KOALA_API_KEY",
-        show_envvar=True,
-        help="Send 'Authorization: Bearer KEY' (openai: OPENAI_API_KEY too).",
+        help="Send 'Authorization: Bearer KEY' [env: KOALA_API_KEY; openai: OPENAI_API_KEY].",
     ),
 ]
 WebSearch = Annotated[bool, typer.Option("--web-search", help="Let the service search the web (koala.sh only).")]
@@ -124,8 +122,8 @@ def connection(
     if retries < 0:
         raise UsageError(f"--retries must be 0 or more, not {retries}")
     chosen = load_provider(provider)
-    if api_key is None and chosen.__name__ == "OpenAI":
-        api_key = os.environ.get("OPENAI_API_KEY") or None
+    if api_key is None and chosen.api_key_env:  # each service's own key, never another's
+        api_key = os.environ.get(chosen.api_key_env) or None
     return Connection(
         provider=chosen,
         base_url=base_url,
@@ -172,6 +170,19 @@ def read_stdin() -> str | None:
     return text.rstrip("\r\n") or None
 
 
+def write_out(text: str) -> None:
+    """Data for stdout from the small commands: lone surrogates escaped, a closed pipe quiet,
+    a failed write one error line."""
+    from ..output import GuardedStream
+
+    stream = GuardedStream(sys.stdout.buffer)
+    try:
+        stream.write(text.encode("utf-8", "backslashreplace"))
+        stream.flush()
+    except (BrokenPipeError, OutputError) as exc:
+        fail(exc, None, False)
+
+
 def notice(message: str) -> None:
     """One line on stderr, for retries and statistics."""
     sys.stderr.write(f"koala: {message}\n")
@@ -198,8 +209,11 @@ def run_guarded(work: Callable[[], Awaitable[Any]]) -> Outcome:
 
     outcome = Outcome()
 
+    # A signal ignored when koala started (a background job of a script) stays ignored.
+    watched = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+
     async def watch(scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(*watched) as signals:
             task_status.started()
             async for signum in signals:
                 if not outcome.completed:
@@ -264,6 +278,9 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
         raise typer.Exit(SIGPIPE_STATUS)
     if not isinstance(exc, KoalaError):
         raise exc
+    if isinstance(exc, OutputError):
+        silence_stdout()  # nothing more can be written there, not even at exit
+        writer = None
     status = exc.exit_status
     if writer is not None:
         try:

@@ -140,7 +140,7 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     }
     if json_output:
         record = {"method": spec.method, "url": url, "headers": headers, "body": spec.body}
-        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        shared.write_out(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         return
     lines = [f"{spec.method} {url}", *(f"{name}: {value}" for name, value in headers.items()), ""]
-    sys.stdout.write("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")
+    shared.write_out("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")

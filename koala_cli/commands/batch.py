@@ -56,6 +56,7 @@ def batch(
     import json
 
     from ..batch import BadJob, Progress, done_ids, parse_jobs, run_batch
+    from ..output import GuardedStream
 
     try:
         if concurrency < 1:
@@ -70,15 +71,15 @@ def batch(
             api_key=api_key,
             web_search=web_search,
         )
-        name, text = _input(file)
-        jobs = list(parse_jobs(text, name, lines=lines))
+        name, data = _input(file)
+        jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():
-            skip = done_ids(_read_text(resume))
+            skip = done_ids(_read(resume).decode("utf-8", "replace"))
             jobs = [j for j in jobs if isinstance(j, BadJob) or json.dumps(j.id, sort_keys=True) not in skip]
     except KoalaError as exc:
         shared.fail(exc, None, debug)
 
-    out = sys.stdout.buffer
+    out = GuardedStream(sys.stdout.buffer)
     show_progress = sys.stderr.isatty()
 
     def emit(result: dict[str, Any]) -> None:
@@ -111,26 +112,16 @@ def batch(
     raise typer.Exit(outcome.value or 0)
 
 
-def _input(file: str | None) -> tuple[str, str]:
+def _input(file: str | None) -> tuple[str, bytes]:
     if file is None or file == "-":
         if file is None and sys.stdin is not None and sys.stdin.isatty():
             raise UsageError("no input: give a FILE, or jobs on standard input (see 'koala batch --help')")
-        data = sys.stdin.buffer.read() if sys.stdin is not None else b""
-        return "<stdin>", _decode(data, "standard input")
-    return file, _read_text(Path(file))
+        return "<stdin>", sys.stdin.buffer.read() if sys.stdin is not None else b""
+    return file, _read(Path(file))
 
 
-def _read_text(path: Path) -> str:
+def _read(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    return _decode(data, str(path))
-
-
-def _decode(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{name}:{line}: not valid UTF-8") from None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import KoalaError
+from ..errors import KoalaError, UsageError
 from . import _shared as shared
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class _Session:
         self.debug = debug
         self.interactive = sys.stdin is not None and sys.stdin.isatty()
         self.failure: int | None = None  # piped: the first failed turn's status is the exit status
+        self.line_number = 0
         self.readline = None
         if self.interactive:
             try:
@@ -108,10 +109,17 @@ class _Session:
             except EOFError:
                 break
             except KeyboardInterrupt:
+                if not self.interactive:  # piped: SIGINT ends the chat, as documented
+                    shared.fail(shared.Interrupted(signal.SIGINT), None, self.debug)
                 if self.readline is not None and self.readline.get_line_buffer():
                     sys.stderr.write("\n")
                     continue  # Ctrl-C on a half-typed line discards it
                 break
+            except KoalaError as exc:  # a line that is not UTF-8
+                if not self.interactive:
+                    shared.fail(exc, None, self.debug)
+                shared.notice(f"error: {exc}; not sent")
+                continue
             if not text.strip():
                 continue
             if text.startswith("/"):
@@ -126,16 +134,40 @@ class _Session:
         return self.failure or 0
 
     def _read(self) -> str:
+        """One message: a line, continued over lines ending in a backslash."""
         prompt = "> " if self.interactive else ""
-        lines = []
+        lines: list[str] = []
         while True:
-            line = input(prompt)
+            try:
+                line = self._line(prompt)
+            except KeyboardInterrupt:
+                if not lines or not self.interactive:
+                    raise
+                sys.stderr.write("\n")
+                return ""  # Ctrl-C on a continuation line drops the message, not the chat
             if line.endswith("\\"):
                 lines.append(line[:-1])
                 prompt = "… " if self.interactive else ""
                 continue
             lines.append(line)
             return "\n".join(lines)
+
+    def _line(self, prompt: str) -> str:
+        if self.interactive:
+            try:
+                line = input(prompt)
+            except UnicodeDecodeError:
+                raise UsageError("the line is not valid UTF-8") from None
+            shared.check_text("the line", line)
+            return line
+        self.line_number += 1
+        raw = sys.stdin.buffer.readline()
+        if not raw:
+            raise EOFError
+        try:
+            return raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UsageError(f"standard input line {self.line_number} is not valid UTF-8") from None
 
     def _command(self, text: str) -> bool:
         """Handle a slash command; True means leave."""
@@ -153,9 +185,7 @@ class _Session:
             self.system = argument or None
             shared.notice(f"system: {self.system}" if self.system else "system instruction cleared")
         elif name == "/history":
-            for message in self.messages:
-                sys.stdout.write(f"── {message['role']}\n{self._safe(message['content'])}\n\n")
-            sys.stdout.flush()
+            shared.write_out("".join(f"── {m['role']}\n{self._safe(m['content'])}\n\n" for m in self.messages))
         else:
             shared.notice(f"unknown command {name}; /help lists them")
         return False
@@ -196,6 +226,8 @@ class _Session:
                 append_turns(self.path, text, reply.text or "")
             except KoalaError as exc:
                 shared.notice(f"error: {exc}")
+                if not self.interactive and self.failure is None:
+                    self.failure = exc.exit_status
                 return None
         self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text or ""}]
         return None
