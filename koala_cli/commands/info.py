@@ -132,7 +132,10 @@ _koala() {{
             *) if [ -z "$path" ]; then path="$word"; elif [ "$path" = history ]; then path="history $word"; fi ;;
         esac
     done
-    case "$prev" in {files}) COMPREPLY=( $(compgen -f -- "$cur") ); return ;; esac
+    case "$prev" in
+        {files}) COMPREPLY=( $(compgen -f -- "$cur") ); return ;;
+        --provider) COMPREPLY=( $(compgen -W "koala openai" -- "$cur") ); return ;;
+    esac
     case "$path" in
     "") COMPREPLY=( $(compgen -W "{top} --version --help" -- "$cur") ); return ;;
     "history") COMPREPLY=( $(compgen -W "show" -- "$cur") ); return ;;
