@@ -9,13 +9,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
-from urllib.parse import urlsplit
 
 import typer
 
 from ..errors import KoalaError, OutputError, UsageError
 from ..models import DEFAULT_MODEL
-from ..text import mask_secrets
 
 if TYPE_CHECKING:
     from ..ask import Connection
@@ -106,7 +104,10 @@ def connection(
     web_search: bool,
 ) -> Connection:
     """Settings from options and the environment, validated, in one place."""
+    from urllib.parse import urlsplit
+
     from ..ask import Connection
+    from ..text import mask_secrets
 
     if base_url is not None and not base_url.lower().startswith(("http://", "https://")):
         raise UsageError(f"--base-url must start with http:// or https://, not {mask_secrets(base_url)!r}")
