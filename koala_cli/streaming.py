@@ -435,10 +435,7 @@ async def _answer_batches(response: httpx.Response, host: str, timeout: float) -
         if text:
             yield [text]
         return
-    if _is_challenge(response, body):
-        raise _blocked(host, f"HTTP {response.status_code}", response.status_code, body, 1)
-    what = _body_excerpt(body, content_type)
-    raise ProtocolError(f"{host} answered {content_type or 'no content type'} instead of an event stream: {what}")
+    raise _not_a_stream(response, body, host)
 
 
 async def _event_batches(response: httpx.Response) -> AsyncGenerator[list[str], None]:
@@ -463,14 +460,14 @@ async def _event_batches(response: httpx.Response) -> AsyncGenerator[list[str], 
     decoder.close()
 
 
-def _not_a_stream(response: httpx.Response, body: str) -> KoalaError:
-    """A 2xx answer without a single event: a challenge page, HTML, or something else."""
-    host = _host(response.request.url)
+def _not_a_stream(response: httpx.Response, body: str, host: str | None = None) -> KoalaError:
+    """A 2xx answer that is no event stream: a challenge page, HTML, or something else."""
+    host = host or _host(response.request.url)
     if _is_challenge(response, body):
         return _blocked(host, f"HTTP {response.status_code}", response.status_code, body, 1)
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     what = _body_excerpt(body, content_type or ("html" if "<html" in body.lower() else ""))
-    return ProtocolError(f"{host} answered {content_type or 'no content type'} without any event: {what}")
+    return ProtocolError(f"{host} answered {content_type or 'no content type'} instead of an event stream: {what}")
 
 
 def _chunks(events: list[str]) -> tuple[list[str], bool, ProtocolError | None]:
