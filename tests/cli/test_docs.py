@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_koala
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]+)")
 
 
