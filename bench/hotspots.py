@@ -61,7 +61,7 @@ def compare_imports(
     extra_ms = sum(own for own, _ in extra.values()) / 1000
     print(f"\n{label}: imports {total:.1f} ms vs reference {base:.1f} ms;", end=" ")
     print(f"{len(extra)} modules only here ({extra_ms:.1f} ms)")
-    for name in ("typer", "pydantic", "rich", "httpx", "anyio", "koala_cli.streaming"):
+    for name in ("typer", "pydantic", "rich", "httpx", "anyio", "koala_cli.transport"):
         if name in times:
             print(f"  {name:24} cumulative {times[name][1] / 1000:6.1f} ms")
     print("  heaviest modules only here (own time):")

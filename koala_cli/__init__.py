@@ -19,13 +19,14 @@ from .errors import (
     TimeoutError,
     UsageError,
 )
-from .models import DEFAULT_MODEL, Message, Role
+from .messages import DEFAULT_MODEL, Message, Role
+from .providers import PROVIDERS
 
 if TYPE_CHECKING:
-    from .base import AsyncGeneratorProvider, ProviderModelMixin
-    from .openai import OpenAI
-    from .provider import Koala, build_payload
-    from .streaming import HTTPStreamProvider, RequestSpec
+    from .providers.base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec
+    from .providers.http import HTTPStreamProvider
+    from .providers.koala import Koala, build_payload
+    from .providers.openai import OpenAI
 
 __version__ = "0.1.0"
 
@@ -54,17 +55,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "AsyncGeneratorProvider": "base",
-    "ProviderModelMixin": "base",
-    "Koala": "provider",
-    "build_payload": "provider",
-    "OpenAI": "openai",
-    "HTTPStreamProvider": "streaming",
-    "RequestSpec": "streaming",
+    "AsyncGeneratorProvider": "providers.base",
+    "ProviderModelMixin": "providers.base",
+    "RequestSpec": "providers.base",
+    "HTTPStreamProvider": "providers.http",
+    "Koala": "providers.koala",
+    "build_payload": "providers.koala",
+    "OpenAI": "providers.openai",
 }
-
-#: ``--provider`` names and the classes they load (lazily, by module path).
-PROVIDERS: dict[str, str] = {"koala": "provider:Koala", "openai": "openai:OpenAI"}
 
 
 def __getattr__(name: str) -> Any:

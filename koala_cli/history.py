@@ -10,14 +10,13 @@ from __future__ import annotations
 import codecs
 import contextlib
 import fcntl
-import gc
 import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import HistoryError
-from .models import ROLES, Message
+from .messages import ROLES, Message
 
 __all__ = [
     "append_turns",
@@ -71,20 +70,14 @@ def parse_history(data: bytes, name: str) -> list[Message]:
         raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
     messages: list[Message] = []
     loads = json.loads
-    collecting = gc.isenabled()
-    gc.disable()  # only acyclic dicts and strings are made here; the collector made big files superlinear
-    try:
-        for number, raw in enumerate(text.split("\n"), 1):
-            if not raw or raw.isspace():
-                continue
-            try:
-                value = loads(raw)
-            except ValueError as exc:
-                raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
-            messages.append(validate_message(value, f"{name}:{number}"))
-    finally:
-        if collecting:
-            gc.enable()
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw or raw.isspace():
+            continue
+        try:
+            value = loads(raw)
+        except ValueError as exc:
+            raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
+        messages.append(validate_message(value, f"{name}:{number}"))
     return messages
 
 

@@ -6,29 +6,16 @@ Only the data goes to the stream given here; notices and errors are the caller's
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from json.encoder import encode_basestring  # the C encoder when available; no ASCII escaping
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from .errors import OutputError
+from .text import json_terminal_safe, terminal_safe
 
-__all__ = ["GuardedStream", "JsonWriter", "Reply", "TextWriter", "Writer", "json_terminal_safe", "terminal_safe"]
+if TYPE_CHECKING:
+    from .turn import Reply
 
-
-@dataclass(frozen=True)
-class Reply:
-    """A complete reply and how it arrived."""
-
-    text: str | None  # None when nobody asked to keep it (a plain `ask` without history)
-    model: str
-    chunks: int
-    chars: int
-    first_chunk_s: float | None
-    elapsed_s: float
-
-    @property
-    def chars_per_s(self) -> float | None:
-        return round(self.chars / self.elapsed_s, 1) if self.elapsed_s > 0 else None
+__all__ = ["GuardedStream", "JsonWriter", "TextWriter", "Writer"]
 
 
 class Writer(Protocol):
@@ -66,25 +53,6 @@ class GuardedStream:
             raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
-def _terminal_table() -> dict[int, str]:
-    table = {code: f"^{chr(code + 64)}" for code in range(0x20) if code not in (0x09, 0x0A)}
-    table[0x7F] = "^?"
-    table.update({code: f"\\x{code:02x}" for code in range(0x80, 0xA0)})
-    return table
-
-
-_TERMINAL_SAFE = _terminal_table()
-
-
-def terminal_safe(text: str) -> str:
-    """Show control characters (ESC, CR, C1, ...) as inert text, keeping newlines and tabs.
-
-    The model's text is untrusted: on a terminal it must not move the cursor, retitle the
-    window or hide what it printed.
-    """
-    return text.translate(_TERMINAL_SAFE)
-
-
 class TextWriter:
     """The reply text as it arrives, ending with a newline; byte-exact unless ``sanitize``."""
 
@@ -116,15 +84,6 @@ class TextWriter:
             self._stream.write(b"\n")
             self._stream.flush()
             self._ends_with_newline = True
-
-
-# DEL and C1 controls are legal raw in JSON but act on a terminal: escape them there.
-_JSON_TERMINAL_SAFE = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
-
-
-def json_terminal_safe(text: str) -> str:
-    """JSON text with DEL and C1 controls escaped: still the same JSON, inert on a terminal."""
-    return text.translate(_JSON_TERMINAL_SAFE)
 
 
 def _line(record: dict[str, object]) -> str:

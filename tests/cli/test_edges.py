@@ -13,9 +13,9 @@ import pytest
 from conftest import KOALA, read_exactly, run_koala
 from standin import Script, StandIn, sse
 
-from koala_cli.batch import BadJob, Job, parse_jobs
 from koala_cli.errors import HistoryError
 from koala_cli.history import parse_history
+from koala_cli.jobs import BadJob, Job, parse_jobs
 
 WAIT = 30.0
 HISTORY = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'

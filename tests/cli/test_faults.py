@@ -38,7 +38,7 @@ from standin import DROP, Notify, Pause, Repeat, Script, StandIn, sse
 from koala_cli import Koala, KoalaError
 from koala_cli.errors import HistoryError, ProtocolError
 from koala_cli.history import append_turns, load_history
-from koala_cli.models import Message
+from koala_cli.messages import Message
 from koala_cli.sse import MAX_EVENT_BYTES, SSEDecoder
 
 PIPE = subprocess.PIPE

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from koala_cli.errors import HistoryError, KoalaError
 from koala_cli.history import append_turns, format_messages, load_history, parse_history
-from koala_cli.models import Message
+from koala_cli.messages import Message
 
 
 def test_missing_file_is_empty(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ from koala_cli import (
     TimeoutError,
     UsageError,
 )
-from koala_cli.models import Message
-from koala_cli.provider import build_payload
-from koala_cli.streaming import chunk_from_event, parse_retry_after
+from koala_cli.events import chunk_from_event
+from koala_cli.messages import Message
+from koala_cli.providers.koala import build_payload
+from koala_cli.transport import parse_retry_after
 
 pytestmark = pytest.mark.anyio
 
@@ -294,15 +295,15 @@ def test_plain_http_client_trusts_no_ca(monkeypatch: pytest.MonkeyPatch) -> None
     # The CA bundle is skipped only where TLS cannot happen, and then fails closed.
     import ssl
 
-    from koala_cli.streaming import _client
+    from koala_cli.transport import make_client
 
-    context = _client(None, 5.0, "http://127.0.0.1:1/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
+    context = make_client(None, 5.0, "http://127.0.0.1:1/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     assert context.get_ca_certs() == []
-    secure = _client(None, 5.0, "https://koala.sh/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
+    secure = make_client(None, 5.0, "https://koala.sh/api/gpt/")._transport._pool._ssl_context  # type: ignore[attr-defined]
     assert secure.verify_mode == ssl.CERT_REQUIRED
     assert secure.cert_store_stats()["x509_ca"] > 0
     monkeypatch.setenv("HTTP_PROXY", "https://proxy.invalid:8443")
-    proxied = _client(None, 5.0, "http://127.0.0.1:1/api/gpt/")
+    proxied = make_client(None, 5.0, "http://127.0.0.1:1/api/gpt/")
     assert all(t._pool._ssl_context.get_ca_certs() for t in proxied._mounts.values() if t)  # type: ignore[union-attr]

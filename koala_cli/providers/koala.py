@@ -1,5 +1,5 @@
-"""koala.sh: how a conversation maps onto its request.  The streaming itself is shared
-(``streaming``)."""
+"""koala.sh: how a conversation maps onto its request.  Sending and reading are shared
+(``providers.http``)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import ClassVar, TypedDict
 from urllib.parse import urlsplit
 
-from .errors import UsageError
-from .models import DEFAULT_MODEL, Message
-from .streaming import HTTPStreamProvider, RequestSpec
+from ..errors import UsageError
+from ..messages import DEFAULT_MODEL, Message
+from .http import HTTPStreamProvider
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -67,10 +67,10 @@ def site_origin(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-def build_headers(base_url: str, *, web_search: bool = False, api_key: str | None = None) -> dict[str, str]:
-    """What koala.sh's own web page sends, plus an optional bearer key."""
+def build_headers(base_url: str, *, web_search: bool = False) -> dict[str, str]:
+    """What koala.sh's own web page sends (the key, if any, is added by ``request_spec``)."""
     origin = site_origin(base_url)
-    headers = {
+    return {
         "Accept": "text/event-stream",
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -79,9 +79,6 @@ def build_headers(base_url: str, *, web_search: bool = False, api_key: str | Non
         "Visitor-ID": secrets.token_hex(10),
         "Flag-Real-Time-Data": "true" if web_search else "false",
     }
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    return headers
 
 
 class Koala(HTTPStreamProvider):
@@ -95,19 +92,6 @@ class Koala(HTTPStreamProvider):
     default_model: ClassVar[str] = DEFAULT_MODEL
     models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
 
-    @classmethod
-    def request_spec(
-        cls,
-        model: str,
-        messages: Sequence[Message],
-        *,
-        base_url: str | None = None,
-        web_search: bool = False,
-        api_key: str | None = None,
-    ) -> RequestSpec:
-        base = base_url or cls.url
-        return RequestSpec(
-            url=endpoint_url(base),
-            headers=build_headers(base, web_search=web_search, api_key=api_key),
-            body=build_payload(messages, cls.get_model(model)),
-        )
+    endpoint = staticmethod(endpoint_url)
+    headers = staticmethod(build_headers)
+    body = staticmethod(build_payload)

@@ -1,4 +1,4 @@
-"""Many prompts at once: parse jobs, run them under a concurrency limit, one result each.
+"""Batch jobs: parse them, run them under a concurrency limit, one result each.
 
 Results are plain dicts, ready for NDJSON; emitting them is the caller's business.
 """
@@ -13,11 +13,10 @@ from typing import Any
 
 import anyio
 
-from .ask import Connection, conversation, stream_reply
 from .errors import KoalaError, UsageError
 from .history import validate_message
-from .models import Message
-from .output import Reply
+from .messages import Message
+from .turn import Connection, Reply, conversation, stream_reply
 
 __all__ = ["BadJob", "Job", "Progress", "done_ids", "parse_jobs", "run_batch"]
 
@@ -125,8 +124,8 @@ class Progress:
         return f"{self.done} done, {self.failed} failed, {self.in_flight} in flight, {rate:.1f}/s"
 
 
-class _Collect:
-    """A writer that keeps nothing: ``stream_reply`` returns the whole text anyway."""
+class _NoOutput:
+    """A job writes nothing as it streams: its result carries the text ``stream_reply`` returns."""
 
     def start(self, model: str) -> None: ...
     def chunks(self, batch: list[str]) -> None: ...
@@ -142,7 +141,7 @@ async def _run_one(
     tag = json.dumps(job.id, ensure_ascii=False)
     try:
         reply = await stream_reply(
-            messages, job.model or default_model, link, _Collect(), lambda notice: notify(f"job {tag}: {notice}")
+            messages, job.model or default_model, link, _NoOutput(), lambda notice: notify(f"job {tag}: {notice}")
         )
     except KoalaError as exc:
         return {"id": job.id, "ok": False, "error": {"message": str(exc), "exit_status": exc.exit_status}}

@@ -1,33 +1,32 @@
-"""One question, one streamed reply: history in, reply out, history appended on success.
+"""One turn: a question, its streamed reply, and the history appended on success.
 
 Shared by ``koala ask``, ``koala chat`` and ``koala batch``; it knows nothing of the CLI.
 """
 
 from __future__ import annotations
 
-import builtins
 import time
 from collections.abc import Callable
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .errors import ProtocolError, TimeoutError
+from . import errors
 from .history import append_turns, check_writable, load_history
-from .models import Message
-from .output import Reply, Writer
+from .messages import Message
 
 if TYPE_CHECKING:
-    from .streaming import HTTPStreamProvider
+    from .output import Writer
+    from .providers.http import HTTPStreamProvider
 
-__all__ = ["AskOptions", "Connection", "ask", "conversation", "last_turns", "stream_reply"]
+__all__ = ["AskOptions", "Connection", "Reply", "ask", "conversation", "last_turns", "stream_reply"]
 
 
 def _koala() -> type[HTTPStreamProvider]:
-    from .provider import Koala
+    from .providers.koala import Koala
 
     return Koala
 
@@ -44,6 +43,32 @@ class Connection:
     api_key: str | None = None
     web_search: bool = False
     retries: int = 3
+
+    def request_options(self) -> dict[str, Any]:
+        """The keyword options of ``stream_batches`` that this connection sets."""
+        return {
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "web_search": self.web_search,
+            "api_key": self.api_key,
+            "retries": self.retries,
+        }
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A complete reply and how it arrived."""
+
+    text: str | None  # None when nobody asked to keep it (a plain `ask` without history)
+    model: str
+    chunks: int
+    chars: int
+    first_chunk_s: float | None
+    elapsed_s: float
+
+    @property
+    def chars_per_s(self) -> float | None:
+        return round(self.chars / self.elapsed_s, 1) if self.elapsed_s > 0 else None
 
 
 @dataclass(frozen=True)
@@ -96,17 +121,8 @@ async def stream_reply(
     deadline = anyio.fail_after(connection.max_time) if connection.max_time else nullcontext()
     try:
         with deadline:
-            stream = provider.stream_batches(
-                model,
-                messages,
-                connection.proxy,
-                base_url=connection.base_url,
-                timeout=connection.timeout,
-                web_search=connection.web_search,
-                api_key=connection.api_key,
-                retries=connection.retries,
-                on_retry=notify,
-            )
+            options = connection.request_options()
+            stream = provider.stream_batches(model, messages, connection.proxy, **options, on_retry=notify)
             async with aclosing(stream) as batches:
                 async for batch in batches:
                     if first_chunk is None:
@@ -116,10 +132,10 @@ async def stream_reply(
                     chars += sum(map(len, batch))
                     if keep_text:
                         parts.append("".join(batch))
-    except builtins.TimeoutError:
-        raise TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
+    except TimeoutError:  # the builtin, raised by anyio.fail_after
+        raise errors.TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
     if not chunks:  # a service that answers nothing has failed, whatever its status said
-        raise ProtocolError("the service sent an empty reply")
+        raise errors.ProtocolError("the service sent an empty reply")
     text = "".join(parts) if keep_text else None
     return Reply(text, model, chunks, chars, first_chunk, time.monotonic() - started)
 

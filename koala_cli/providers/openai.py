@@ -1,17 +1,17 @@
 """Any OpenAI-compatible chat-completions server: llama.cpp, Ollama, vLLM, hosted services.
 
-Same streaming machinery as koala.sh (``streaming``): only the request differs.  The reply's
-``choices[0].delta.content`` chunks and ``[DONE]`` are already understood there.
+Only the request differs from koala.sh's; the reply's ``choices[0].delta.content`` chunks and
+``[DONE]`` are understood by the shared reader (``events``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from .errors import UsageError
-from .models import DEFAULT_MODEL, Message
-from .streaming import HTTPStreamProvider, RequestSpec
+from ..errors import UsageError
+from ..messages import DEFAULT_MODEL, Message
+from .http import HTTPStreamProvider
 
 __all__ = ["OpenAI", "chat_completions_url"]
 
@@ -35,23 +35,19 @@ class OpenAI(HTTPStreamProvider):
     models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
 
     @classmethod
-    def request_spec(
-        cls,
-        model: str,
-        messages: Sequence[Message],
-        *,
-        base_url: str | None = None,
-        web_search: bool = False,
-        api_key: str | None = None,
-    ) -> RequestSpec:
+    def endpoint(cls, base_url: str) -> str:
+        return chat_completions_url(base_url)
+
+    @classmethod
+    def headers(cls, base_url: str, *, web_search: bool) -> dict[str, str]:
+        return {"Accept": "text/event-stream", "Content-Type": "application/json"}
+
+    @classmethod
+    def body(cls, messages: Sequence[Message], model: str) -> Mapping[str, object]:
         if not messages or messages[-1]["role"] != "user":
             raise UsageError("the last message must be a user turn")
-        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        body = {
-            "model": cls.get_model(model),
+        return {
+            "model": model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             "stream": True,
         }
-        return RequestSpec(url=chat_completions_url(base_url or cls.url), headers=headers, body=body)

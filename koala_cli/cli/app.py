@@ -1,8 +1,4 @@
-"""The ``koala`` Typer app: the root command and its subcommands, one module each.
-
-``_shared`` holds what the subcommands have in common.  Only this package and ``cli`` import
-Typer or touch stdin, stdout, the environment and the exit status.
-"""
+"""The ``koala`` Typer app: the root command and every subcommand, one module each."""
 
 import sys
 from typing import Annotated
@@ -10,13 +6,13 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import ask, batch, chat, info
-from ._shared import EXIT_STATUS_HELP
+from ..errors import exit_status_help
+from . import ask, batch, chat, completion, history, models
 
 app = typer.Typer(
     name="koala",
     help="koala: ask the koala.sh chat service from the shell. See 'koala COMMAND --help'.",
-    epilog=EXIT_STATUS_HELP,
+    epilog=exit_status_help(),
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -45,11 +41,11 @@ def _root(
         raise typer.Exit(2)
 
 
-app.command("ask", help=ask.HELP, epilog=EXIT_STATUS_HELP)(ask.ask)
-app.command("chat", help=chat.HELP, epilog=EXIT_STATUS_HELP)(chat.chat)
+app.command("ask", help=ask.HELP, epilog=exit_status_help())(ask.ask)
+app.command("chat", help=chat.HELP, epilog=exit_status_help())(chat.chat)
 app.command("batch", help=batch.HELP, epilog=batch.EPILOG)(batch.batch)
-app.command("models", help=info.MODELS_HELP)(info.models)
-app.command("completion", help=info.COMPLETION_HELP)(info.completion)
+app.command("models", help=models.HELP)(models.models)
+app.command("completion", help=completion.HELP)(completion.completion)
 history_app = typer.Typer(help="Work with JSONL history files.", rich_markup_mode=None, no_args_is_help=True)
-history_app.command("show", help=info.HISTORY_SHOW_HELP)(info.history_show)
+history_app.command("show", help=history.SHOW_HELP)(history.show)
 app.add_typer(history_app, name="history")

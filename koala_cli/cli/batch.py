@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import KoalaError, UsageError
-from . import _shared as shared
+from ..errors import KoalaError, UsageError, exit_status_help
+from .exits import fail, finish
+from .options import ConnectionOptions, Debug, TurnOptions, expand_options
+from .runner import run_guarded
+from .stdio import notice
 
 if TYPE_CHECKING:
-    from ..batch import Progress
+    from ..jobs import Progress
 
 HELP = """Run many prompts concurrently; write one NDJSON result a line.
 
@@ -28,11 +31,10 @@ Examples:
   koala batch jobs.jsonl --resume results.jsonl >> results.jsonl
 """
 
-EPILOG = shared.EXIT_STATUS_HELP.replace(
-    "  0    success", "  0    every job succeeded; otherwise the status of the first failed job in input order"
-)
+EPILOG = exit_status_help("every job succeeded; otherwise the status of the first failed job in input order")
 
 
+@expand_options
 def batch(
     file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")] = False,
@@ -41,43 +43,26 @@ def batch(
     resume: Annotated[
         Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs whose id has an ok result in OUT.")
     ] = None,
-    model: shared.Model = shared.DEFAULTS["model"],
-    system: shared.System = None,
-    provider: shared.Provider = shared.DEFAULTS["provider"],
-    base_url: shared.BaseUrl = None,
-    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
-    max_time: shared.MaxTime = None,
-    retries: shared.Retries = shared.DEFAULTS["retries"],
-    proxy: shared.Proxy = None,
-    api_key: shared.ApiKey = None,
-    web_search: shared.WebSearch = False,
-    debug: shared.Debug = False,
+    turn: TurnOptions = TurnOptions(),
+    connection: ConnectionOptions = ConnectionOptions(),
+    debug: Debug = False,
 ) -> None:
     import json
 
-    from ..batch import BadJob, Progress, done_ids, parse_jobs, run_batch
+    from ..jobs import BadJob, Progress, done_ids, parse_jobs, run_batch
     from ..output import GuardedStream
 
     try:
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
-        link = shared.connection(
-            provider=provider,
-            base_url=base_url,
-            timeout=timeout,
-            max_time=max_time,
-            retries=retries,
-            proxy=proxy,
-            api_key=api_key,
-            web_search=web_search,
-        )
+        link = connection.resolve()
         name, data = _input(file)
         jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():
             skip = done_ids(_read(resume).decode("utf-8", "replace"))
             jobs = [j for j in jobs if isinstance(j, BadJob) or json.dumps(j.id, sort_keys=True) not in skip]
     except KoalaError as exc:
-        shared.fail(exc, None, debug)
+        fail(exc, None, debug)
 
     out = GuardedStream(sys.stdout.buffer)
     show_progress = sys.stderr.isatty()
@@ -92,23 +77,23 @@ def batch(
             sys.stderr.flush()
 
     progress = Progress()
-    outcome = shared.run_guarded(
+    outcome = run_guarded(
         lambda: run_batch(
             jobs,
-            model=shared.check_text("--model", model) or "",
-            system=shared.check_text("--system", system),
+            model=turn.model,
+            system=turn.system,
             connection=link,
             concurrency=concurrency,
             ordered=not unordered,
             emit=emit,
             progress=progress,
             on_progress=on_progress,
-            notify=shared.notice,
+            notify=notice,
         )
     )
     if show_progress:
         sys.stderr.write("\n")
-    shared.finish(outcome, None, debug)
+    finish(outcome, None, debug)
     raise typer.Exit(outcome.value or 0)
 
 

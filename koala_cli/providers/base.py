@@ -1,13 +1,25 @@
-"""The provider contract: an async generator of text chunks, and the model bookkeeping (stdlib only)."""
+"""The provider contract: an async generator of text chunks, the model bookkeeping, and the
+request a provider would send (stdlib only)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .models import Message
+from ..messages import Message
 
-__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin"]
+__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "RequestSpec"]
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """Exactly what will be sent: shown by ``--dry-run``, sent by ``stream_batches``."""
+
+    url: str
+    headers: dict[str, str]
+    body: Mapping[str, object]
+    method: str = "POST"
 
 
 class AsyncGeneratorProvider:

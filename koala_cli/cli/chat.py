@@ -7,12 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import KoalaError, UsageError
-from . import _shared as shared
+from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
+from .exits import fail, finish
+from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .runner import run_guarded
+from .stdio import notice, write_out
 
 if TYPE_CHECKING:
-    from ..ask import Connection
-    from ..models import Message
+    from ..messages import Message
+    from ..turn import Connection
 
 HELP = """Talk with the service: replies stream as they come.
 
@@ -35,44 +38,26 @@ COMMANDS_HELP = """/help  /model NAME  /system TEXT  /history  /exit
 End a line with \\ to continue it. Ctrl-C stops a reply; Ctrl-D leaves."""
 
 
+@expand_options
 def chat(
     history: Annotated[
         Path | None,
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: continue it and append each turn."),
     ] = None,
-    model: shared.Model = shared.DEFAULTS["model"],
-    system: shared.System = None,
-    provider: shared.Provider = shared.DEFAULTS["provider"],
-    base_url: shared.BaseUrl = None,
-    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
-    max_time: shared.MaxTime = None,
-    retries: shared.Retries = shared.DEFAULTS["retries"],
-    proxy: shared.Proxy = None,
-    api_key: shared.ApiKey = None,
-    web_search: shared.WebSearch = False,
-    debug: shared.Debug = False,
+    turn: TurnOptions = TurnOptions(),
+    connection: ConnectionOptions = ConnectionOptions(),
+    debug: Debug = False,
 ) -> None:
     from ..history import check_writable, load_history
 
     try:
-        link = shared.connection(
-            provider=provider,
-            base_url=base_url,
-            timeout=timeout,
-            max_time=max_time,
-            retries=retries,
-            proxy=proxy,
-            api_key=api_key,
-            web_search=web_search,
-        )
-        shared.check_text("--model", model)
-        shared.check_text("--system", system)
+        link = connection.resolve()
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
     except KoalaError as exc:
-        shared.fail(exc, None, debug)
-    session = _Session(link, prior, history, model, system, debug)
+        fail(exc, None, debug)
+    session = _Session(link, prior, history, turn.model, turn.system, debug)
     raise typer.Exit(session.loop())
 
 
@@ -102,7 +87,7 @@ class _Session:
 
     def loop(self) -> int:
         if self.interactive:
-            shared.notice(f"chat with {self.link.provider.get_model(self.model)}; /help for commands, Ctrl-D to leave")
+            notice(f"chat with {self.link.provider.get_model(self.model)}; /help for commands, Ctrl-D to leave")
         while True:
             try:
                 text = self._read()
@@ -110,15 +95,15 @@ class _Session:
                 break
             except KeyboardInterrupt:
                 if not self.interactive:  # piped: SIGINT ends the chat, as documented
-                    shared.fail(shared.Interrupted(signal.SIGINT), None, self.debug)
+                    fail(Interrupted(signal.SIGINT), None, self.debug)
                 if self.readline is not None and self.readline.get_line_buffer():
                     sys.stderr.write("\n")
                     continue  # Ctrl-C on a half-typed line discards it
                 break
             except KoalaError as exc:  # a line that is not UTF-8
                 if not self.interactive:
-                    shared.fail(exc, None, self.debug)
-                shared.notice(f"error: {exc}; not sent")
+                    fail(exc, None, self.debug)
+                notice(f"error: {exc}; not sent")
                 continue
             if not text.strip():
                 continue
@@ -158,7 +143,7 @@ class _Session:
                 line = input(prompt)
             except UnicodeDecodeError:
                 raise UsageError("the line is not valid UTF-8") from None
-            shared.check_text("the line", line)
+            check_text("the line", line)
             return line
         self.line_number += 1
         raw = sys.stdin.buffer.readline()
@@ -180,42 +165,42 @@ class _Session:
         elif name == "/model":
             if argument:
                 self.model = argument
-            shared.notice(f"model: {self.link.provider.get_model(self.model)}")
+            notice(f"model: {self.link.provider.get_model(self.model)}")
         elif name == "/system":
             self.system = argument or None
-            shared.notice(f"system: {self.system}" if self.system else "system instruction cleared")
+            notice(f"system: {self.system}" if self.system else "system instruction cleared")
         elif name == "/history":
-            shared.write_out("".join(f"── {m['role']}\n{self._safe(m['content'])}\n\n" for m in self.messages))
+            write_out("".join(f"── {m['role']}\n{self._safe(m['content'])}\n\n" for m in self.messages))
         else:
-            shared.notice(f"unknown command {name}; /help lists them")
+            notice(f"unknown command {name}; /help lists them")
         return False
 
     def _safe(self, text: str) -> str:
-        from ..output import terminal_safe
+        from ..text import terminal_safe
 
         return terminal_safe(text) if sys.stdout.isatty() else text
 
     def _turn(self, text: str) -> int | None:
         """Ask and stream one reply; an exit status when the chat must end, else None."""
-        from ..ask import conversation, stream_reply
         from ..history import append_turns
         from ..output import TextWriter
+        from ..turn import conversation, stream_reply
 
         messages = conversation(self.messages, self.system, text)
         writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
-        outcome = shared.run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, shared.notice))
+        outcome = run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, notice))
         if outcome.signal is not None:
-            writer.error("interrupted", 128 + outcome.signal)
+            writer.error("interrupted", ExitStatus.for_signal(outcome.signal))
             if outcome.signal != signal.SIGINT or not self.interactive:
-                shared.finish(outcome, None, self.debug)
-            shared.notice("reply stopped; not saved")
+                finish(outcome, None, self.debug)
+            notice("reply stopped; not saved")
             return None
         if isinstance(outcome.error, BrokenPipeError):
-            shared.finish(outcome, None, self.debug)
+            finish(outcome, None, self.debug)
         if outcome.error is not None:
-            writer.error(str(outcome.error), 1)
+            writer.error(str(outcome.error), ExitStatus.ERROR)
             assert isinstance(outcome.error, KoalaError)
-            shared.notice(f"error: {outcome.error}")
+            notice(f"error: {outcome.error}")
             if not self.interactive and self.failure is None:
                 self.failure = outcome.error.exit_status
             return None
@@ -225,7 +210,7 @@ class _Session:
             try:
                 append_turns(self.path, text, reply.text or "")
             except KoalaError as exc:
-                shared.notice(f"error: {exc}")
+                notice(f"error: {exc}")
                 if not self.interactive and self.failure is None:
                     self.failure = exc.exit_status
                 return None

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import KoalaError, UsageError
-from . import _shared as shared
+from .exits import fail, finish
+from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .runner import run_guarded
+from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:
-    from ..ask import AskOptions
-    from ..output import Reply, Writer
+    from ..output import Writer
+    from ..turn import AskOptions, Reply
 
 HELP = """Ask a question and stream the reply to stdout.
 
@@ -30,10 +33,10 @@ Examples:
 """
 
 
+@expand_options
 def ask(
     prompt: Annotated[list[str] | None, typer.Argument(metavar="PROMPT", show_default=False, hidden=True)] = None,
-    model: shared.Model = shared.DEFAULTS["model"],
-    system: shared.System = None,
+    turn: TurnOptions = TurnOptions(),
     history: Annotated[
         Path | None,
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
@@ -48,19 +51,12 @@ def ask(
         bool, typer.Option("--dry-run", help="Print the request that would be sent (secrets masked) and exit.")
     ] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")] = False,
-    provider: shared.Provider = shared.DEFAULTS["provider"],
-    base_url: shared.BaseUrl = None,
-    timeout: shared.Timeout = shared.DEFAULTS["timeout"],
-    max_time: shared.MaxTime = None,
-    retries: shared.Retries = shared.DEFAULTS["retries"],
-    proxy: shared.Proxy = None,
-    api_key: shared.ApiKey = None,
-    web_search: shared.WebSearch = False,
-    debug: shared.Debug = False,
+    connection: ConnectionOptions = ConnectionOptions(),
+    debug: Debug = False,
 ) -> None:
-    from ..ask import AskOptions
-    from ..ask import ask as run_ask
     from ..output import JsonWriter, TextWriter
+    from ..turn import AskOptions
+    from ..turn import ask as run_ask
 
     stdout = sys.stdout.buffer
     tty = stdout.isatty()
@@ -70,36 +66,27 @@ def ask(
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
         options = AskOptions(
             prompt=_prompt(prompt or []),
-            model=shared.check_text("--model", model) or "",
-            system=shared.check_text("--system", system),
+            model=turn.model,
+            system=turn.system,
             history=history,
             max_turns=max_turns,
-            connection=shared.connection(
-                provider=provider,
-                base_url=base_url,
-                timeout=timeout,
-                max_time=max_time,
-                retries=retries,
-                proxy=proxy,
-                api_key=api_key,
-                web_search=web_search,
-            ),
+            connection=connection.resolve(),
         )
         if dry_run:
             _dry_run(options, json_output)
             return
     except KoalaError as exc:
-        shared.fail(exc, writer, debug)
-    outcome = shared.run_guarded(lambda: run_ask(options, writer, shared.notice))
-    shared.finish(outcome, writer, debug)
+        fail(exc, writer, debug)
+    outcome = run_guarded(lambda: run_ask(options, writer, notice))
+    finish(outcome, writer, debug)
     if stats:
-        shared.notice(stats_line(outcome.value))
+        notice(stats_line(outcome.value))
 
 
 def _prompt(words: list[str]) -> str:
     """stdin (when it is not a terminal), a blank line, then the words."""
-    shared.check_text("the prompt", " ".join(words))
-    stdin_text = shared.read_stdin()
+    check_text("the prompt", " ".join(words))
+    stdin_text = read_stdin()
     if stdin_text is None and not words:
         raise UsageError("no prompt: give it as arguments or on standard input (see 'koala ask --help')")
     prompt = "\n\n".join(part for part in (stdin_text, " ".join(words)) if part)
@@ -122,8 +109,9 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     """The exact request, secrets masked, without any network."""
     import json
 
-    from ..ask import conversation
     from ..history import load_history
+    from ..text import mask_secrets
+    from ..turn import conversation
 
     prior = load_history(options.history) if options.history is not None else []
     messages = conversation(prior, options.system, options.prompt, options.max_turns)
@@ -131,8 +119,6 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     spec = link.provider.request_spec(
         options.model, messages, base_url=link.base_url, web_search=link.web_search, api_key=link.api_key
     )
-    from ..text import mask_secrets
-
     url = mask_secrets(spec.url)
     headers = {
         name: "Bearer ***" if name.lower() == "authorization" else mask_secrets(value)
@@ -140,7 +126,7 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     }
     if json_output:
         record = {"method": spec.method, "url": url, "headers": headers, "body": spec.body}
-        shared.write_out(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        write_out(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         return
     lines = [f"{spec.method} {url}", *(f"{name}: {value}" for name, value in headers.items()), ""]
-    shared.write_out("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")
+    write_out("\n".join(lines) + "\n" + json.dumps(spec.body, ensure_ascii=False, indent=2) + "\n")

@@ -1,0 +1,177 @@
+"""Options shared by the commands, declared once, and the one place they are validated.
+
+``TurnOptions`` (model, system) and ``ConnectionOptions`` (how to reach the server) are
+dataclasses of Typer options.  A command takes them as one parameter each, and the
+``expand_options`` decorator shows Typer their fields in that parameter's place (Typer reads
+``__signature__`` and calls commands by keyword), so each command receives one object.
+Annotations here are objects, not strings: Typer would otherwise evaluate them on every run.
+"""
+
+import functools
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from ..errors import UsageError
+from ..messages import DEFAULT_MODEL
+from .exits import fail
+
+if TYPE_CHECKING:
+    from ..turn import Connection
+
+Model = Annotated[str, typer.Option("-m", "--model", metavar="MODEL", envvar="KOALA_MODEL", help="Model name.")]
+System = Annotated[
+    str | None, typer.Option("-s", "--system", metavar="TEXT", help="System instruction (not saved in the history).")
+]
+Debug = Annotated[bool, typer.Option("--debug", envvar="KOALA_DEBUG", help="Show a traceback with errors.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object a line.")]
+Provider = Annotated[
+    str,
+    typer.Option("--provider", metavar="NAME", envvar="KOALA_PROVIDER", help="koala (koala.sh) or openai-compatible."),
+]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        metavar="URL",
+        envvar="KOALA_BASE_URL",
+        help="Server to ask [default: https://koala.sh; openai: https://api.openai.com].",
+        show_default=False,
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", metavar="SECONDS", help="Longest wait to connect or for more of a reply."),
+]
+MaxTime = Annotated[
+    float | None, typer.Option("--max-time", metavar="SECONDS", help="Longest time for a whole reply (default: none).")
+]
+Retries = Annotated[
+    int, typer.Option("--retries", metavar="N", help="Retries before the first byte (429, 502-504, connect errors).")
+]
+Proxy = Annotated[
+    str | None, typer.Option("--proxy", metavar="URL", help="HTTP(S) or SOCKS proxy (HTTPS_PROXY, NO_PROXY honoured).")
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        metavar="KEY",
+        help="Send 'Authorization: Bearer KEY' [env: KOALA_API_KEY; openai: OPENAI_API_KEY].",
+    ),
+]
+WebSearch = Annotated[bool, typer.Option("--web-search", help="Let the service search the web (koala.sh only).")]
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """What every question is asked with: the model and a system instruction."""
+
+    model: Model = DEFAULT_MODEL
+    system: System = None
+
+    def __post_init__(self) -> None:
+        check_text("--model", self.model)
+        check_text("--system", self.system)
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """How to reach the server, as given on the command line (or the environment)."""
+
+    provider: Provider = "koala"
+    base_url: BaseUrl = None
+    timeout: Timeout = 60.0
+    max_time: MaxTime = None
+    retries: Retries = 3
+    proxy: Proxy = None
+    api_key: ApiKey = None
+    web_search: WebSearch = False
+
+    def resolve(self) -> "Connection":
+        """The validated ``Connection``; the key comes from the provider's own variable if not given."""
+        from urllib.parse import urlsplit
+
+        from ..providers import load_provider
+        from ..text import mask_secrets
+        from ..turn import Connection
+
+        base_url, proxy, api_key = self.base_url, self.proxy, self.api_key
+        if base_url is not None and not base_url.lower().startswith(("http://", "https://")):
+            raise UsageError(f"--base-url must start with http:// or https://, not {mask_secrets(base_url)!r}")
+        for option, url in (("--base-url", base_url), ("--proxy", proxy)):
+            if url is not None:
+                check_text(option, url)
+                try:
+                    urlsplit(url).port  # noqa: B018 - parsing is the check: a port above 65535 raises
+                except ValueError as exc:
+                    raise UsageError(f"{option} {mask_secrets(url)!r}: {exc}") from None
+        if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
+            raise UsageError("the API key must be printable ASCII (it is not shown here)")
+        if self.retries < 0:
+            raise UsageError(f"--retries must be 0 or more, not {self.retries}")
+        chosen = load_provider(self.provider)
+        if api_key is None and chosen.api_key_env:  # each service's own key, never another's
+            api_key = os.environ.get(chosen.api_key_env) or None
+        return Connection(
+            provider=chosen,
+            base_url=base_url,
+            timeout=positive("--timeout", self.timeout),
+            max_time=None if self.max_time is None else positive("--max-time", self.max_time),
+            proxy=proxy,
+            api_key=api_key,
+            web_search=self.web_search,
+            retries=self.retries,
+        )
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def expand_options(command: Command) -> Command:
+    """Show Typer the fields of each options-dataclass parameter of ``command`` in its place;
+    call ``command`` with the dataclass built from them (an invalid one is a usage error)."""
+    groups: dict[str, Any] = {}
+    params: list[inspect.Parameter] = []
+    for param in inspect.signature(command).parameters.values():
+        if not is_dataclass(param.annotation):
+            params.append(param)
+            continue
+        groups[param.name] = param.annotation
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params += [
+            inspect.Parameter(f.name, kind, default=f.default, annotation=f.type) for f in fields(param.annotation)
+        ]
+
+    @functools.wraps(command)
+    def expanded(**kwargs: Any) -> Any:
+        try:
+            for name, options in groups.items():
+                kwargs[name] = options(**{f.name: kwargs.pop(f.name) for f in fields(options)})
+        except UsageError as exc:
+            fail(exc, None, kwargs.get("debug", False))
+        return command(**kwargs)
+
+    expanded.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    expanded.__annotations__ = {param.name: param.annotation for param in params}
+    return expanded  # type: ignore[return-value]
+
+
+def check_text(what: str, value: str | None) -> str | None:
+    """Arguments are decoded with surrogate escapes: bytes that are not UTF-8 stop here."""
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def positive(option: str, value: float) -> float:
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{option} must be a positive number of seconds, not {value:g}")
+    return value

@@ -1,0 +1,48 @@
+"""Standard input and output for the commands: the prompt from stdin, data to stdout,
+notices to stderr."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import OutputError, UsageError
+from .exits import fail
+
+__all__ = ["notice", "read_stdin", "write_out"]
+
+
+def read_stdin() -> str | None:
+    """stdin's text when it is not a terminal, trailing newlines removed; None for none."""
+    stream = sys.stdin
+    if stream is None:
+        return None
+    try:
+        if stream.isatty():
+            return None
+        data = stream.buffer.read()
+    except (OSError, ValueError):
+        return None  # closed or unusable stdin counts as none
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"standard input is not valid UTF-8 (byte {exc.start})") from None
+    return text.rstrip("\r\n") or None
+
+
+def write_out(text: str) -> None:
+    """Data for stdout from the small commands: lone surrogates escaped, a closed pipe quiet,
+    a failed write one error line."""
+    from ..output import GuardedStream
+
+    stream = GuardedStream(sys.stdout.buffer)
+    try:
+        stream.write(text.encode("utf-8", "backslashreplace"))
+        stream.flush()
+    except (BrokenPipeError, OutputError) as exc:
+        fail(exc, None, False)
+
+
+def notice(message: str) -> None:
+    """One line on stderr, for retries and statistics."""
+    sys.stderr.write(f"koala: {message}\n")
+    sys.stderr.flush()

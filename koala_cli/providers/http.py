@@ -1,0 +1,143 @@
+"""The provider every HTTP service shares: POST JSON, read the reply as an event stream.
+
+A subclass says only what to send -- ``endpoint``, ``headers`` and ``body`` -- and inherits
+sending (``transport``) and reading (``answers``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
+from typing import Any, ClassVar
+
+import httpx
+
+from ..answers import answer_batches, event_batches, host_of
+from ..errors import KoalaError, UsageError
+from ..messages import Message
+from ..text import mask_secrets
+from ..transport import RetryHook, make_client, redact, send, translate_error
+from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec
+
+__all__ = ["HTTPStreamProvider"]
+
+
+class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
+    """A provider that POSTs JSON and reads the reply as an event stream."""
+
+    #: The environment variable a front end may take this provider's key from.
+    api_key_env: ClassVar[str | None] = None
+
+    @classmethod
+    def endpoint(cls, base_url: str) -> str:
+        """The URL the conversation is POSTed to, under a base URL."""
+        raise NotImplementedError
+
+    @classmethod
+    def headers(cls, base_url: str, *, web_search: bool) -> dict[str, str]:
+        """The request headers, but for the key (added by ``request_spec``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def body(cls, messages: Sequence[Message], model: str) -> Mapping[str, object]:
+        """The JSON body for a conversation; ``model`` is already resolved."""
+        raise NotImplementedError
+
+    @classmethod
+    def request_spec(
+        cls,
+        model: str,
+        messages: Sequence[Message],
+        *,
+        base_url: str | None = None,
+        web_search: bool = False,
+        api_key: str | None = None,
+    ) -> RequestSpec:
+        """The request for a conversation; pure, so ``--dry-run`` can show it."""
+        base = base_url or cls.url
+        headers = cls.headers(base, web_search=web_search)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return RequestSpec(url=cls.endpoint(base), headers=headers, body=cls.body(messages, cls.get_model(model)))
+
+    @classmethod
+    async def create_async_generator(
+        cls,
+        model: str,
+        messages: Sequence[Message],
+        proxy: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[str]:
+        """Send the conversation; yield the reply's text chunks as they arrive.
+
+        Keyword options: ``client`` (a caller-owned ``httpx.AsyncClient``, never closed here),
+        ``base_url``, ``timeout`` (seconds to connect or between bytes), ``web_search``,
+        ``api_key``, ``retries`` and ``on_retry`` (called with a one-line notice).
+        """
+        async with aclosing(cls.stream_batches(model, messages, proxy, **kwargs)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+
+    @classmethod
+    async def stream_batches(
+        cls,
+        model: str,
+        messages: Sequence[Message],
+        proxy: str | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        web_search: bool = False,
+        api_key: str | None = None,
+        retries: int = 3,
+        on_retry: RetryHook | None = None,
+    ) -> AsyncGenerator[list[str], None]:
+        """Like ``create_async_generator``, but one list of chunks per network read.
+
+        Writers that flush once per list keep every chunk as fresh as its bytes while paying
+        for one system call per read instead of one per chunk.
+        """
+        spec = cls.request_spec(model, messages, base_url=base_url, web_search=web_search, api_key=api_key)
+        async with AsyncExitStack() as stack:
+            callers_client = client is not None  # its proxy is its own business, not ours
+            if client is None:
+                client = await stack.enter_async_context(make_client(proxy, timeout, spec.url))
+            try:
+                # Our own encoding: ASCII escapes are quicker for a long history, and a lone
+                # surrogate (legal in a JSON string) becomes its escape instead of an error.
+                body = json.dumps(spec.body, separators=(",", ":"))
+                request = client.build_request(
+                    spec.method,
+                    spec.url,
+                    content=body.encode("ascii"),
+                    headers=spec.headers,
+                    timeout=timeout,
+                )
+            except httpx.InvalidURL as exc:
+                raise UsageError(f"invalid URL {mask_secrets(spec.url)!r}: {exc}") from None
+            host = host_of(request.url)
+            if proxy and not callers_client:
+                host = f"{host} (via proxy {mask_secrets(proxy)})"
+            try:
+                response = await send(client, request, host, timeout, retries, on_retry)
+                stack.push_async_callback(response.aclose)
+                started = False
+                try:
+                    async for batch in answer_batches(response, host):
+                        started = True
+                        yield batch
+                except httpx.HTTPError as exc:
+                    raise translate_error(exc, host, timeout, mid_reply=started) from exc
+            except KoalaError as exc:
+                redact(exc, api_key)
+                raise
+
+    @staticmethod
+    async def _parse_event_stream(response: httpx.Response) -> AsyncIterator[str]:
+        """The text chunks of an event-stream body, in order, until ``[DONE]`` or its end."""
+        async for batch in event_batches(response):
+            for chunk in batch:
+                yield chunk
