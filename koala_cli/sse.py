@@ -75,7 +75,7 @@ class SSEDecoder:
         rule); since that means the reply lost its end, it is an error, not a quiet success."""
         tail = self._pending + self._utf8.decode(b"", final=True)
         self._pending = ""
-        if self._has_data or tail.startswith("data"):
+        if self._has_data or tail.partition(":")[0] == "data":  # a field named exactly "data"
             raise NetworkError("the event stream ended in the middle of an event")
 
     def _lines(self, lines: list[str]) -> list[str]:
