@@ -1,0 +1,97 @@
+"""The "last conversation" that ``koala ask -c`` and ``koala chat -c`` continue.
+
+It lives in ``$XDG_STATE_HOME/koala/`` (default ``~/.local/state/koala/``; the folder is made
+0700, every file 0600):
+
+* ``last`` names the last conversation: one line, its absolute path;
+* ``last.jsonl`` is the conversation of the last plain ``koala ask`` (one without ``-H``).
+
+A successful plain ask writes its two turns to a new private file and renames it over
+``last.jsonl``, then renames a new ``last`` into place: renames are atomic, so concurrent
+plain asks never mix two conversations -- the one that finishes last wins, whole.  A run with
+``-H FILE`` (or ``-c``) appends to its file under the history lock and then names it in
+``last``.  (A plain ask finishing while a ``-c`` on ``last.jsonl`` is still running replaces
+the file that ``-c`` then extends; the plain ask wins.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .messages import Message
+
+__all__ = ["last_conversation", "remember", "require_last", "save_exchange", "state_dir"]
+
+POINTER = "last"
+CONVERSATION = "last.jsonl"
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME/koala``, else ``~/.local/state/koala`` (a relative XDG value is ignored)."""
+    base = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "koala"
+
+
+def last_conversation(state: Path) -> Path | None:
+    """The path ``last`` names, or None when there is none yet."""
+    try:
+        data = (state / POINTER).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{state / POINTER}: {exc.strerror or exc}") from None
+    name = data.removesuffix(b"\n")
+    return Path(os.fsdecode(name)) if name else None
+
+
+def require_last(state: Path) -> Path:
+    """The last conversation for ``-c``; a usage error when there is none."""
+    path = last_conversation(state)
+    if path is None:
+        raise UsageError("no last conversation to continue (-c): ask something first, or use -H FILE")
+    if not path.exists():
+        raise UsageError(f"the last conversation {str(path)!r} no longer exists; use -H FILE")
+    return path
+
+
+def remember(state: Path, conversation: Path) -> None:
+    """Name ``conversation`` as the last one (an atomic replace of ``last``)."""
+    _replace(state, POINTER, os.fsencode(os.path.abspath(conversation)) + b"\n")
+
+
+def save_exchange(state: Path, messages: Sequence[Message]) -> Path:
+    """Keep a plain ask's turns as ``last.jsonl`` (replaced whole) and name it the last one."""
+    from .history import format_messages
+
+    path = _replace(state, CONVERSATION, format_messages(messages))
+    remember(state, path)
+    return path
+
+
+def _replace(state: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to a new 0600 file in ``state`` and rename it over ``name``."""
+    try:
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = state / f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            target = state / name
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UsageError(f"cannot keep the last conversation in {state}: {exc.strerror or exc}") from None
+    return target
