@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from standin import StandIn
 
+pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
+
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
@@ -23,6 +25,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("KOALA_") or name.upper() in _PROXY_VARS or name == "PYTHONUNBUFFERED":
             monkeypatch.delenv(name, raising=False)
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):  # config, last conversation
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "*")
     monkeypatch.setenv("HOME", str(tmp_path))
 

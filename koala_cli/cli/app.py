@@ -8,6 +8,8 @@ import typer
 from .. import __version__
 from ..errors import exit_status_help
 from . import ask, batch, chat, completion, history, models
+from . import config as config_command
+from .settings import ProfiledCommand
 
 app = typer.Typer(
     name="koala",
@@ -41,11 +43,12 @@ def _root(
         raise typer.Exit(2)
 
 
-app.command("ask", help=ask.HELP, epilog=exit_status_help())(ask.ask)
-app.command("chat", help=chat.HELP, epilog=exit_status_help())(chat.chat)
-app.command("batch", help=batch.HELP, epilog=batch.EPILOG)(batch.batch)
-app.command("models", help=models.HELP)(models.models)
+app.command("ask", help=ask.HELP, epilog=exit_status_help(), cls=ProfiledCommand)(ask.ask)
+app.command("chat", help=chat.HELP, epilog=exit_status_help(), cls=ProfiledCommand)(chat.chat)
+app.command("batch", help=batch.HELP, epilog=batch.EPILOG, cls=ProfiledCommand)(batch.batch)
+app.command("models", help=models.HELP, cls=ProfiledCommand)(models.models)
 app.command("completion", help=completion.HELP)(completion.completion)
 history_app = typer.Typer(help="Work with JSONL history files.", rich_markup_mode=None, no_args_is_help=True)
 history_app.command("show", help=history.SHOW_HELP)(history.show)
 app.add_typer(history_app, name="history")
+app.add_typer(config_command.app, name="config")

@@ -10,6 +10,7 @@ from ..errors import KoalaError, UsageError
 from .exits import fail, finish
 from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
 from .runner import run_guarded
+from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ Examples:
 
 @expand_options
 def ask(
+    ctx: typer.Context,
     prompt: Annotated[list[str] | None, typer.Argument(metavar="PROMPT", show_default=False, hidden=True)] = None,
     turn: TurnOptions = TurnOptions(),
     history: Annotated[
@@ -70,7 +72,7 @@ def ask(
             system=turn.system,
             history=history,
             max_turns=max_turns,
-            connection=connection.resolve(),
+            connection=connection.resolve(settings_of(ctx), send=not dry_run),
         )
         if dry_run:
             _dry_run(options, json_output)

@@ -10,6 +10,7 @@ from ..errors import KoalaError, UsageError, exit_status_help
 from .exits import fail, finish
 from .options import ConnectionOptions, Debug, TurnOptions, expand_options
 from .runner import run_guarded
+from .settings import settings_of
 from .stdio import notice
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ EPILOG = exit_status_help("every job succeeded; otherwise the status of the firs
 
 @expand_options
 def batch(
+    ctx: typer.Context,
     file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")] = False,
     concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Requests in flight at most.")] = 4,
@@ -55,7 +57,7 @@ def batch(
     try:
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
-        link = connection.resolve()
+        link = connection.resolve(settings_of(ctx))
         name, data = _input(file)
         jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():

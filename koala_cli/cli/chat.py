@@ -11,6 +11,7 @@ from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish
 from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
 from .runner import run_guarded
+from .settings import settings_of
 from .stdio import notice, write_out
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ End a line with \\ to continue it. Ctrl-C stops a reply; Ctrl-D leaves."""
 
 @expand_options
 def chat(
+    ctx: typer.Context,
     history: Annotated[
         Path | None,
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: continue it and append each turn."),
@@ -51,7 +53,7 @@ def chat(
     from ..history import check_writable, load_history
 
     try:
-        link = connection.resolve()
+        link = connection.resolve(settings_of(ctx))
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)

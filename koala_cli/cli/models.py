@@ -4,6 +4,7 @@ from ..errors import KoalaError
 from ..providers import load_provider
 from .exits import fail
 from .options import JsonFlag, Provider
+from .settings import NoConfig, Profile
 from .stdio import write_out
 
 HELP = """List the models koala knows for a provider; the default is marked.
@@ -11,7 +12,9 @@ HELP = """List the models koala knows for a provider; the default is marked.
 Other names are passed to the service as given."""
 
 
-def models(provider: Provider = "koala", json_output: JsonFlag = False) -> None:
+def models(
+    provider: Provider = "koala", json_output: JsonFlag = False, profile: Profile = None, no_config: NoConfig = False
+) -> None:
     import json
 
     try:

@@ -19,8 +19,10 @@ import typer
 from ..errors import UsageError
 from ..messages import DEFAULT_MODEL
 from .exits import fail
+from .settings import NoConfig, Profile
 
 if TYPE_CHECKING:
+    from ..config import Resolved
     from ..turn import Connection
 
 Model = Annotated[str, typer.Option("-m", "--model", metavar="MODEL", envvar="KOALA_MODEL", help="Model name.")]
@@ -91,9 +93,12 @@ class ConnectionOptions:
     proxy: Proxy = None
     api_key: ApiKey = None
     web_search: WebSearch = False
+    profile: Profile = None
+    no_config: NoConfig = False
 
-    def resolve(self) -> "Connection":
-        """The validated ``Connection``; the key comes from the provider's own variable if not given."""
+    def resolve(self, settings: "Resolved | None" = None, *, send: bool = True) -> "Connection":
+        """The validated ``Connection``, its key from the first source that has one (see
+        ``koala_cli.keys``); a key command runs only when ``send`` (not for ``--dry-run``)."""
         from urllib.parse import urlsplit
 
         from ..providers import load_provider
@@ -115,8 +120,7 @@ class ConnectionOptions:
         if self.retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {self.retries}")
         chosen = load_provider(self.provider)
-        if api_key is None and chosen.api_key_env:  # each service's own key, never another's
-            api_key = os.environ.get(chosen.api_key_env) or None
+        api_key = self._key(chosen.api_key_env, settings, send)
         return Connection(
             provider=chosen,
             base_url=base_url,
@@ -127,6 +131,22 @@ class ConnectionOptions:
             web_search=self.web_search,
             retries=self.retries,
         )
+
+    def _key(self, provider_variable: str | None, settings: "Resolved | None", send: bool) -> str | None:
+        from ..config import Config, resolve
+        from ..keys import choose_key
+
+        source = choose_key(
+            settings or resolve(Config(), None, {}),
+            flag=self.api_key,
+            env=os.environ,
+            provider_variable=provider_variable,  # each service's own variable, never another's
+            provider=self.provider,
+            base_url=self.base_url,
+        )
+        if source.command is not None and not send:
+            return "(from api_key_cmd)"  # shown masked; the command runs only for a real request
+        return source.get()
 
 
 Command = TypeVar("Command", bound=Callable[..., Any])
