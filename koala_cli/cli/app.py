@@ -7,7 +7,7 @@ import typer
 
 from .. import __version__
 from ..errors import exit_status_help
-from . import ask, batch, chat, completion, history, models
+from . import ask, batch, chat, completion, history, models, roles
 from . import config as config_command
 from .settings import ProfiledCommand
 
@@ -48,6 +48,7 @@ app.command("chat", help=chat.HELP, epilog=exit_status_help(), cls=ProfiledComma
 app.command("batch", help=batch.HELP, epilog=batch.EPILOG, cls=ProfiledCommand)(batch.batch)
 app.command("models", help=models.HELP, cls=ProfiledCommand)(models.models)
 app.command("completion", help=completion.HELP)(completion.completion)
+app.command("roles", help=roles.HELP)(roles.roles)
 history_app = typer.Typer(help="Work with JSONL history files.", rich_markup_mode=None, no_args_is_help=True)
 history_app.command("show", help=history.SHOW_HELP)(history.show)
 app.add_typer(history_app, name="history")

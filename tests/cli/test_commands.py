@@ -844,7 +844,7 @@ def test_bash_completion(tmp_path: Path) -> None:
     assert bash_complete(script, "ask", "--js") == ["--json"]
     assert sorted(bash_complete(script, "ask", "-m", "gpt-4o", "--max-t")) == ["--max-time", "--max-turns"]
     assert sorted(bash_complete(script, "")) == sorted(
-        ["ask", "batch", "chat", "completion", "history", "models", "--version", "--help"]
+        ["ask", "batch", "chat", "completion", "config", "history", "models", "roles", "--version", "--help"]
     )
     assert bash_complete(script, "history", "") == ["show"]
     assert bash_complete(script, "history", "show", "--j") == ["--json"]
