@@ -19,7 +19,7 @@ An unknown model answers HTTP 404 with an OpenAI-style JSON error.
 
 from __future__ import annotations
 
-import asyncio  # noqa: TID251 -- aiohttp runs only on asyncio; this is a test server, not the library
+import asyncio
 import contextlib
 import json
 import socket
