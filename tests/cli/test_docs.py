@@ -14,7 +14,17 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]+)")
 
 
-COMMANDS = [[], ["ask"], ["chat"], ["batch"], ["models"], ["history", "show"], ["completion"], ["config", "show"], ["roles"]]
+COMMANDS = [
+    [],
+    ["ask"],
+    ["chat"],
+    ["batch"],
+    ["models"],
+    ["history", "show"],
+    ["completion"],
+    ["config", "show"],
+    ["roles"],
+]
 
 
 def help_options() -> set[str]:
