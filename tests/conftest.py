@@ -1,18 +1,42 @@
-"""Shared fixtures: a clean environment, the stand-in server, and the real `koala` command."""
+"""What the tests share: a clean environment, the stand-in server, koala in process and as a
+process, bounded pipe reads, the one-line-error check and a history to start from.
+
+Where a test lives says how it runs koala:
+
+- ``tests/unit/``    the library, in process;
+- ``tests/cli/``     commands in process through :func:`invoke` (about 15 ms an ask);
+- ``tests/process/`` the real ``koala`` command through :func:`run_koala` or :func:`popen_koala`,
+  where the process is the point (pipes, signals, buffering, exit statuses, concurrency,
+  terminals); those modules carry ``pytestmark = pytest.mark.subprocess``, so
+  ``pytest -m "not subprocess"`` is the quick loop while editing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import select
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
-from standin import StandIn
+from standin import WAIT, RoutedStandIn, StandIn
+
+# pytest started with SIGINT ignored -- a background job of a script (`pytest &`, `(trap '' INT;
+# pytest)`) -- would pass the ignored SIGINT on to every koala it starts, and koala deliberately
+# leaves an ignored signal ignored, so the tests that interrupt it would fail.  Give the session
+# Python's own disposition back: a child then starts with SIGINT at its default, as from a shell.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
@@ -23,7 +47,7 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's koala settings, proxies or unbuffered stdio."""
     for name in list(os.environ):
-        if name.startswith("KOALA_") or name.upper() in _PROXY_VARS or name == "PYTHONUNBUFFERED":
+        if name.startswith(("KOALA_", "OPENAI_")) or name.upper() in _PROXY_VARS or name == "PYTHONUNBUFFERED":
             monkeypatch.delenv(name, raising=False)
     for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):  # config, last conversation
         monkeypatch.delenv(name, raising=False)
@@ -33,11 +57,68 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def server() -> Iterator[StandIn]:
+    """The loopback stand-in for koala.sh (tests/standin.py), stopped after the test."""
     stand_in = StandIn().start()
     try:
         yield stand_in
     finally:
         stand_in.stop()
+
+
+@pytest.fixture
+def routed() -> Iterator[RoutedStandIn]:
+    """A stand-in that picks each answer by the prompt's first word, for concurrent clients."""
+    stand_in = RoutedStandIn().start()
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_base_url() -> str:
+    """A loopback URL nobody listens on."""
+    return f"http://127.0.0.1:{closed_port()}"
+
+
+# --- koala in process ----------------------------------------------------------------------
+
+
+def invoke(
+    *args: str, stdin: bytes | None = None, env: Mapping[str, str | None] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `koala ARGS` in this process, as the script would: ``koala_cli.cli.main`` with stdin,
+    stdout and stderr in memory (Typer's ``CliRunner`` isolation: not terminals, stdin empty
+    unless given), ``env`` laid over the environment (None removes a variable), the exit status
+    taken from its ``SystemExit``.  Any other exception is a bug and fails the test."""
+    from typer.testing import CliRunner
+
+    from koala_cli.cli import main
+
+    with CliRunner().isolation(input=stdin, env=env) as (out, err, _):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        else:  # pragma: no cover - main() always exits
+            raise AssertionError("koala_cli.cli.main returned instead of exiting")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        if code is not None and not isinstance(code, int):
+            sys.stderr.write(f"{code}\n")  # as the interpreter reports a SystemExit("message")
+            sys.stderr.flush()
+            code = 1
+        return subprocess.CompletedProcess(["koala", *args], code or 0, out.getvalue(), err.getvalue())
+
+
+# --- the real command as a process ----------------------------------------------------------
 
 
 def koala_command() -> list[str]:
@@ -52,19 +133,75 @@ def koala_command() -> list[str]:
 KOALA = koala_command()
 
 
-def run_koala(*args: str, stdin: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
-    """Run the real command through pipes; stdin is /dev/null unless given."""
+def _environment(env: Mapping[str, str | None] | None) -> dict[str, str] | None:
+    if env is None:
+        return None
+    merged = dict(os.environ)
+    for name, value in env.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def run_koala(
+    *args: str | bytes,
+    stdin: bytes | None = None,
+    env: Mapping[str, str | None] | None = None,
+    prefix: Iterable[str] = (),
+    timeout: float = WAIT,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the real command through pipes; stdin is /dev/null unless given; ``env`` is laid over
+    the environment (None removes a variable); ``prefix`` runs it under another command."""
     return subprocess.run(
-        [*KOALA, *args],
+        [*prefix, *KOALA, *args],
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,
         capture_output=True,
+        env=_environment(env),
         timeout=timeout,
         check=False,
     )
 
 
-def read_exactly(fd: int, size: int, timeout: float = 20.0) -> bytes:
+def popen_koala(*args: str, stdin: bytes | None = None, **options: Any) -> subprocess.Popen[bytes]:
+    """Start the real command with stdout and stderr as pipes (unless ``options`` say otherwise);
+    ``stdin``'s bytes, if any, are written and closed at once, else stdin is /dev/null."""
+    settings: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    settings.update(options)
+    proc = subprocess.Popen(
+        [*KOALA, *args], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL, **settings
+    )
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.stdin = None  # communicate() must not touch it again
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the process if it still runs, reap it, close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(WAIT)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+@contextlib.contextmanager
+def running(*args: str, stdin: bytes | None = None, **options: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """:func:`popen_koala` for a block: the process is certainly gone when the block ends."""
+    proc = popen_koala(*args, stdin=stdin, **options)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def read_exactly(fd: int, size: int, timeout: float = WAIT) -> bytes:
     """Up to ``size`` bytes from a pipe: less only at end of file or after ``timeout``."""
     deadline = time.monotonic() + timeout
     data = b""
@@ -77,3 +214,135 @@ def read_exactly(fd: int, size: int, timeout: float = 20.0) -> bytes:
             break
         data += piece
     return data
+
+
+def read_lines(proc: subprocess.Popen[bytes], count: int, timeout: float = WAIT) -> list[bytes]:
+    """At least ``count`` whole lines from the process's stdout pipe, read as they come (bounded)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < count or not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out waiting for {count} lines; got {data!r}"
+        if not select.select([fd], [], [], remaining)[0]:
+            continue
+        piece = os.read(fd, 65536)
+        assert piece, f"stdout ended after {data!r}"
+        data += piece
+    return data.split(b"\n")[:-1]
+
+
+def read_line(fd: int, timeout: float = WAIT, limit: int = 4096) -> bytes:
+    """One line from a pipe, read a byte at a time so nothing after it is consumed."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < limit:
+        piece = read_exactly(fd, 1, timeout)
+        if not piece:
+            break
+        line += piece
+    return line
+
+
+def read_until(fd: int, needle: bytes, timeout: float = WAIT, limit: int = 1 << 16) -> bytes:
+    """Read a pipe until ``needle`` has arrived (or end of file, ``timeout``, ``limit`` bytes)."""
+    data = b""
+    while needle not in data and len(data) < limit:
+        piece = read_exactly(fd, 1, timeout)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+# --- what every command's failure looks like ------------------------------------------------
+
+
+def error_line(result: subprocess.CompletedProcess[bytes] | bytes, *, debug: bool = False) -> str:
+    """The `koala: error:` line that must end stderr (after notices, or a traceback with
+    ``debug``); no traceback otherwise."""
+    err = (result.stderr if isinstance(result, subprocess.CompletedProcess) else result).decode()
+    if not debug:
+        assert "Traceback" not in err, err
+        assert "Exception ignored" not in err, err
+    lines = err.splitlines()
+    assert lines, "no error message"
+    assert err.endswith("\n"), err
+    assert lines[-1].startswith("koala: error: "), err
+    return lines[-1]
+
+
+def retry_delay(notice: str) -> float:
+    """The seconds a retry notice says koala waits."""
+    found = re.search(r"retry\w* in (\d+(?:\.\d+)?) ?s", notice)
+    assert found, notice
+    return float(found.group(1))
+
+
+def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
+    """stderr is exactly one `koala: error:` line, and nothing else; returns it."""
+    line = error_line(result)
+    assert result.stderr.decode().count("\n") == 1, result.stderr
+    return line
+
+
+# --- untrusted text ------------------------------------------------------------------------
+
+# escape sequences and controls between the markers ① to ⑯, which must all survive in order
+HOSTILE = "①\x1b]0;pwned\x07②\x1b[2J③\x9b31m④\r⑤\x08⑥\x00⑦\x7f⑧\t⑨\n⑩\u2028⑪\x85⑫\x1bPq\x1b\\⑬\x90⑭\x9d⑮\x1b(0⑯"
+MARKERS = "".join(map(chr, range(0x2460, 0x2470)))
+
+
+def assert_inert(out: bytes) -> str:
+    """``out`` is UTF-8 without a C0 control (but newline and tab), DEL or C1 control; its text."""
+    text = out.decode("utf-8")
+    for char in text:
+        code = ord(char)
+        assert not (code < 0x20 and char not in "\n\t"), f"C0 control {code:#x} in {text!r}"
+        assert not (0x7F <= code < 0xA0), f"DEL/C1 control {code:#x} in {text!r}"
+    return text
+
+
+# --- history files and NDJSON ---------------------------------------------------------------
+
+HISTORY: list[dict[str, str]] = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "my name is Ann"},
+    {"role": "assistant", "content": "Hello Ann"},
+    {"role": "user", "content": "I live in Oslo"},
+    {"role": "assistant", "content": "Nice"},
+]
+
+
+def jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Records as JSONL bytes, one a line."""
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+HISTORY_BYTES = jsonl(HISTORY)
+
+
+def history_file(tmp_path: Path, data: bytes = HISTORY_BYTES) -> Path:
+    """``tmp_path``/chat.jsonl holding ``data`` (HISTORY's lines unless given)."""
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(data)
+    return path
+
+
+def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    path.write_bytes(jsonl(records))
+    return path
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    return ndjson(path.read_bytes())
+
+
+def ndjson(data: bytes) -> list[Any]:
+    """The records of NDJSON output (or a JSONL file), one a line."""
+    return [json.loads(line) for line in data.decode().split("\n") if line]
+
+
+def jobs(*records: Mapping[str, Any]) -> bytes:
+    """Batch input: one JSON job a line."""
+    return jsonl(records)

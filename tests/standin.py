@@ -16,10 +16,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 DROP = object()
-GATE_TIMEOUT = 20.0
+WAIT = 60.0  # the longest any bounded wait in the tests may take before calling it hung (2 busy cores)
+GATE_TIMEOUT = WAIT  # a gate nobody opens lets the answer go on after this
 
 
 def sse(*texts: str, done: bool = False) -> bytes:
@@ -78,7 +79,7 @@ class StandIn:
     def push(self, *scripts: Script) -> None:
         self.scripts.extend(scripts)
 
-    def start(self) -> StandIn:
+    def start(self) -> Self:
         self._acceptor.start()
         return self
 
@@ -179,6 +180,49 @@ def _read_request(conn: socket.socket) -> Recorded | None:
             break
         body += piece
     return Recorded(method, path, headers, body)
+
+
+class RoutedStandIn(StandIn):
+    """A stand-in that picks each answer from the request's prompt, for concurrent clients.
+
+    ``routes[word]`` is a queue of scripts (the last one is reused) for prompts whose first word
+    is ``word``; other prompts get the default.  At every arrival it records how many requests
+    the test has not released yet (``len(requests) - released``): a lower bound of what the
+    client has in flight.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(route=self._pick)
+        self.routes: dict[str, deque[Script]] = {}
+        self.released = 0
+        self.unreleased_at_arrival: list[int] = []
+        self.arrival = threading.Condition()
+
+    def route(self, prompt: str, *scripts: Script) -> None:
+        self.routes[prompt] = deque(scripts)
+
+    def release(self, gate: threading.Event) -> None:
+        with self.arrival:
+            self.released += 1
+        gate.set()
+
+    def wait_requests(self, count: int, timeout: float = WAIT) -> bool:
+        with self.arrival:
+            return self.arrival.wait_for(lambda: len(self.requests) >= count, timeout)
+
+    def _pick(self, request: Recorded) -> Script:
+        body = request.json()
+        prompt = body["input"] if "input" in body else body["messages"][-1]["content"]
+        queue = self.routes.get(prompt.split(" ")[0])
+        if not queue:
+            return self.default
+        return queue.popleft() if len(queue) > 1 else queue[0]
+
+    def _received(self, request: Recorded) -> None:
+        with self.arrival:
+            super()._received(request)
+            self.unreleased_at_arrival.append(len(self.requests) - self.released)
+            self.arrival.notify_all()
 
 
 # --- Parts for misbehaving servers: pacing, floods, progress signals ---

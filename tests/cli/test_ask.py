@@ -1,40 +1,27 @@
-"""The real `koala` command in a subprocess, through pipes, against the loopback stand-in."""
+"""`koala ask` in process against the loopback stand-in: the prompt, raw and NDJSON output,
+history files, failures, --dry-run, --stats and --max-turns.  (Pipes and signals: tests/process/.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import re
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import KOALA, read_exactly, run_koala
-from standin import DROP, Script, StandIn, sse
-
-HISTORY_LINES = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "my name is Ann"},
-    {"role": "assistant", "content": "Hello Ann"},
-]
+from conftest import HISTORY, closed_base_url, invoke, ndjson, one_line_error, write_jsonl
+from standin import DROP, Pause, Script, StandIn, sse
 
 
 def ask(server: StandIn, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return run_koala("ask", "--base-url", server.base_url, "--retries", "0", *args, stdin=stdin)
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode()
-    assert err.count("\n") == 1, err
-    assert err.startswith("koala: error: "), err
-    assert "Traceback" not in err
-    return err
+    return invoke("ask", "--base-url", server.base_url, "--retries", "0", *args, stdin=stdin)
 
 
 def test_version_and_help() -> None:
-    assert run_koala("--version").stdout.startswith(b"koala ")
-    help_text = run_koala("ask", "--help").stdout.decode()
+    assert invoke("--version").stdout.startswith(b"koala ")
+    help_text = invoke("ask", "--help").stdout.decode()
     for needle in ("--json", "--history", "Exit status", "130"):
         assert needle in help_text
     assert "\x1b[" not in help_text
@@ -86,7 +73,7 @@ def test_bad_arguments(server: StandIn, args: list[str]) -> None:
 
 
 def test_bad_base_url() -> None:
-    result = run_koala("ask", "--base-url", "ftp://x", "hi")
+    result = invoke("ask", "--base-url", "ftp://x", "hi")
     assert result.returncode == 2
     assert "--base-url" in one_line_error(result)
 
@@ -126,21 +113,14 @@ def test_json_error_record(server: StandIn) -> None:
 
 def test_model_option_and_env(server: StandIn) -> None:
     assert ask(server, "-m", "gpt-4o", "hi").returncode == 0
-    env_result = subprocess.run(
-        [*KOALA, "ask", "--base-url", server.base_url, "hi"],
-        env={**os.environ, "KOALA_MODEL": "env-model"},
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        timeout=30,
-        check=False,
-    )
+    env_result = invoke("ask", "--base-url", server.base_url, "hi", env={"KOALA_MODEL": "env-model"})
     assert env_result.returncode == 0
     assert [r.json()["model"] for r in server.requests] == ["gpt-4o", "env-model"]
 
 
 def test_history_read_and_appended(server: StandIn, tmp_path: Path) -> None:
     path = tmp_path / "chat.jsonl"
-    path.write_text("".join(json.dumps(m) + "\n" for m in HISTORY_LINES))
+    write_jsonl(path, HISTORY[:3])
     server.push(Script([sse("Your name is Ann.")]))
     result = ask(server, "-H", str(path), "-s", "Answer in English.", "what is my name?")
     assert result.returncode == 0, result.stderr
@@ -213,10 +193,7 @@ def test_chunks_that_arrived_are_kept_on_failure(server: StandIn) -> None:
 
 
 def test_cannot_connect(tmp_path: Path) -> None:
-    closed = StandIn()  # never started, then closed: nobody listens on its port
-    url = closed.base_url
-    closed.stop()
-    result = run_koala("ask", "--base-url", url, "--retries", "0", "hi")
+    result = invoke("ask", "--base-url", closed_base_url(), "--retries", "0", "hi")
     assert result.returncode == 3
     assert "cannot connect" in one_line_error(result)
 
@@ -233,87 +210,226 @@ def test_stalled_stream_times_out(server: StandIn) -> None:
     assert "no data" in one_line_error(result)
 
 
-def _start(server: StandIn, *args: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    return subprocess.Popen(
-        [*KOALA, "ask", "--base-url", server.base_url, "--retries", "0", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
+def split_dry_run(out: bytes) -> tuple[str, dict[str, str], Any]:
+    head, _, body = out.decode().partition("\n\n")
+    request_line, *header_lines = head.split("\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return request_line, headers, json.loads(body)
+
+
+def test_dry_run_prints_the_request_without_sending_it(server: StandIn, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "chat.jsonl", HISTORY)
+    before = path.read_bytes()
+    result = invoke(
+        "ask",
+        "--dry-run",
+        "--base-url",
+        server.base_url,
+        "-H",
+        str(path),
+        "-s",
+        "Answer in English.",
+        "--api-key",
+        "sk-SECRET-123",
+        "-m",
+        "gpt-4o",
+        "what is my name?",
     )
-
-
-@pytest.mark.parametrize("json_flag", [[], ["--json"]])
-def test_first_chunk_reaches_the_pipe_while_the_server_pauses(server: StandIn, json_flag: list[str]) -> None:
-    gate = threading.Event()
-    server.push(Script([sse("early"), gate, sse(" late")]))
-    proc = _start(server, *json_flag, "hi")
-    try:
-        expected = b"early" if not json_flag else b'{"type":"start","model":"gpt-4o-mini"}\n'
-        first = read_exactly(proc.stdout.fileno(), len(expected))
-        assert first == expected  # arrived although the server is still waiting on the gate
-        if json_flag:
-            chunk = b'{"type":"chunk","text":"early"}\n'
-            assert read_exactly(proc.stdout.fileno(), len(chunk)) == chunk
-    finally:
-        gate.set()
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
-
-
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_mid_reply(server: StandIn, tmp_path: Path, signum: int, status: int) -> None:
-    path = tmp_path / "chat.jsonl"
-    path.write_bytes(b'{"role":"user","content":"a"}\n')
-    gate = threading.Event()
-    server.push(Script([sse("partial"), gate, sse(" rest")]))
-    proc = _start(server, "--json", "-H", str(path), "hi")
-    try:
-        read_exactly(
-            proc.stdout.fileno(), len(b'{"type":"start","model":"gpt-4o-mini"}\n{"type":"chunk","text":"partial"}\n')
-        )
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        gate.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == status
-    last = json.loads(out.splitlines()[-1])
-    assert last["type"] == "error"
-    assert last["exit_status"] == status
-    assert b"Traceback" not in err
-    assert err.decode().count("\n") == 1
-    assert path.read_bytes() == b'{"role":"user","content":"a"}\n'
-
-
-def test_closed_stdout_is_quiet(server: StandIn, tmp_path: Path) -> None:
-    path = tmp_path / "chat.jsonl"
-    server.push(Script([sse("x" * 50) * 2000]))
-    shell = f"{' '.join(KOALA)} ask --base-url {server.base_url} -H {path} hi | head -c 5"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    result = subprocess.run(
-        ["bash", "-c", shell], capture_output=True, timeout=30, check=False, env=env, stdin=subprocess.DEVNULL
-    )
-    assert result.stdout == b"xxxxx"
+    assert result.returncode == 0, result.stderr
     assert result.stderr == b""
-    assert not path.exists()
+    assert b"SECRET" not in result.stdout
+    request_line, headers, body = split_dry_run(result.stdout)
+    assert request_line == f"POST {server.base_url}/api/gpt/"
+    assert headers["Authorization"] == "Bearer ***"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "text/event-stream"
+    # system lines join the new input; user and assistant turns go to their histories
+    assert body == {
+        "input": "what is my name? Be brief. Answer in English.",
+        "inputHistory": ["my name is Ann", "I live in Oslo"],
+        "outputHistory": ["Hello Ann", "Nice"],
+        "model": "gpt-4o",
+    }
+    assert server.requests == []
+    assert path.read_bytes() == before
 
 
-def test_concurrent_runs_on_one_history(server: StandIn, tmp_path: Path) -> None:
+def test_dry_run_json_is_one_object(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOALA_API_KEY", "env-secret-key")
+    result = invoke("ask", "--dry-run", "--json", "--base-url", server.base_url, "--web-search", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(b"\n") == 1
+    assert b"env-secret-key" not in result.stdout + result.stderr
+    record = json.loads(result.stdout)
+    assert set(record) == {"method", "url", "headers", "body"}
+    assert record["method"] == "POST"
+    assert record["url"] == f"{server.base_url}/api/gpt/"
+    assert record["headers"]["Authorization"] == "Bearer ***"
+    assert record["headers"]["Flag-Real-Time-Data"] == "true"
+    assert record["body"] == {"input": "hi", "inputHistory": [], "outputHistory": [], "model": "gpt-4o-mini"}
+    assert server.requests == []
+
+
+def test_dry_run_needs_no_server(tmp_path: Path) -> None:
+    url = closed_base_url()
+    result = invoke("ask", "--dry-run", "--base-url", url, "--retries", "0", "hi", stdin=b"doc\n")
+    assert result.returncode == 0, result.stderr
+    _, headers, body = split_dry_run(result.stdout)
+    assert body["input"] == "doc\n\nhi"
+    assert "Authorization" not in headers
+    assert not (tmp_path / "chat.jsonl").exists()
+
+
+def test_dry_run_openai_maps_history_to_messages(
+    server: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    path = write_jsonl(tmp_path / "chat.jsonl", HISTORY)
+    result = invoke(
+        "ask",
+        "--dry-run",
+        "--json",
+        "--provider",
+        "openai",
+        "--base-url",
+        server.base_url,
+        "-H",
+        str(path),
+        "-s",
+        "Answer in English.",
+        "--max-turns",
+        "1",
+        "again?",
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"sk-openai-secret" not in result.stdout
+    record = json.loads(result.stdout)
+    assert record["url"] == f"{server.base_url}/v1/chat/completions"
+    assert record["headers"]["Authorization"] == "Bearer ***"
+    assert record["body"] == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            HISTORY[0],
+            *HISTORY[3:],
+            {"role": "system", "content": "Answer in English."},
+            {"role": "user", "content": "again?"},
+        ],
+        "stream": True,
+    }
+    assert server.requests == []
+
+
+def test_dry_run_with_a_bad_history_is_a_usage_error(server: StandIn, tmp_path: Path) -> None:
     path = tmp_path / "chat.jsonl"
-    for n in range(8):
-        server.push(Script([sse(f"reply {n} ", "end")]))
-    procs = [_start(server, "-H", str(path), f"question {n}") for n in range(8)]
-    for proc in procs:
-        proc.communicate(timeout=60)
-        assert proc.returncode == 0
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(lines) == 16
-    users = lines[0::2]
-    assistants = lines[1::2]
-    assert all(m["role"] == "user" for m in users)
-    assert all(m["role"] == "assistant" for m in assistants)
-    assert sorted(m["content"] for m in users) == [f"question {n}" for n in range(8)]
+    path.write_text('{"role": "user", "content": "a"}\n{"role": "user"\n')
+    result = invoke("ask", "--dry-run", "--base-url", server.base_url, "-H", str(path), "hi")
+    assert result.returncode == 2
+    assert f"{path}:2:" in one_line_error(result)
+    assert result.stdout == b""
+
+
+def test_dry_run_masks_credentials_in_the_base_url() -> None:
+    url = closed_base_url().replace("http://", "http://ann:hunter2@")
+    for flags in ([], ["--json"]):
+        result = invoke("ask", "--dry-run", *flags, "--base-url", url, "hi")
+        assert result.returncode == 0, result.stderr
+        assert b"hunter2" not in result.stdout
+
+
+def test_base_url_credentials_stay_out_of_origin_and_referer(server: StandIn) -> None:
+    url = server.base_url.replace("http://", "http://ann:hunter2@")
+    result = invoke("ask", "--base-url", url, "--retries", "0", "hi")
+    assert result.returncode == 0, result.stderr
+    headers = server.requests[0].headers
+    assert headers["origin"] == server.base_url
+    assert "hunter2" not in headers["referer"]
+
+
+STATS = re.compile(r"koala: stats: first chunk (\d+) ms, total (\d+) ms, (\d+) chunks, (\d+) chars, (\d+) chars/s\n")
+
+
+def assert_rate(rate: int, chars: int, elapsed_ms: float) -> None:
+    """``rate`` chars/s over ``elapsed_ms`` gives ``chars``, within the rounding of the figures."""
+    assert rate * elapsed_ms / 1000 == pytest.approx(chars, abs=0.5 * elapsed_ms / 1000 + rate * 0.0006 + 0.01)
+
+
+def test_stats_line_on_stderr(server: StandIn) -> None:
+    server.push(Script([sse("Hel", "lo ", "wörld", done=True)]))
+    result = invoke("ask", "--base-url", server.base_url, "--retries", "0", "--stats", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello wörld\n".encode()
+    match = STATS.fullmatch(result.stderr.decode())
+    assert match, result.stderr
+    first, total, chunks, chars, rate = map(int, match.groups())
+    assert (chunks, chars) == (3, 11)
+    assert 0 <= first <= total
+    assert_rate(rate, chars, total)
+
+
+def test_stats_match_the_json_done_record(server: StandIn) -> None:
+    server.push(Script([sse("early"), Pause(0.05), sse(" and late", done=True)]))  # a first chunk well before the end
+    result = invoke("ask", "--base-url", server.base_url, "--retries", "0", "--stats", "--json", "hi")
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 0, err
+    done = ndjson(out)[-1]
+    assert done["type"] == "done"
+    match = STATS.fullmatch(err.decode())
+    assert match, err
+    first, total, chunks, chars, rate = map(int, match.groups())
+    assert (chunks, chars) == (done["chunks"], done["chars"]) == (2, len("early and late"))
+    assert abs(first - done["first_chunk_ms"]) <= 1
+    assert abs(total - done["elapsed_ms"]) <= 1
+    assert done["first_chunk_ms"] <= done["elapsed_ms"]
+    assert_rate(rate, done["chars"], done["elapsed_ms"])
+
+
+def test_stats_without_the_flag_stderr_stays_empty(server: StandIn) -> None:
+    result = invoke("ask", "--base-url", server.base_url, "hi")
+    assert (result.returncode, result.stderr) == (0, b"")
+
+
+def long_history(turns: int) -> list[dict[str, str]]:
+    lines = [{"role": "system", "content": "Be brief."}]
+    for n in range(1, turns + 1):
+        lines += [{"role": "user", "content": f"q{n}"}, {"role": "assistant", "content": f"a{n}"}]
+    return lines
+
+
+@pytest.mark.parametrize(("turns", "sent"), [(2, [4, 5]), (0, []), (9, [1, 2, 3, 4, 5])])
+def test_max_turns_sends_the_last_turns_and_keeps_the_file(
+    server: StandIn, tmp_path: Path, turns: int, sent: list[int]
+) -> None:
+    path = write_jsonl(tmp_path / "chat.jsonl", long_history(5))
+    before = path.read_bytes()
+    server.push(Script([sse("fresh")]))
+    args = ("ask", "--base-url", server.base_url, "--retries", "0", "-H", str(path), "--max-turns", str(turns), "new")
+    result = invoke(*args)
+    assert result.returncode == 0, result.stderr
+    assert server.requests[0].json() == {
+        "input": "new Be brief.",
+        "inputHistory": [f"q{n}" for n in sent],
+        "outputHistory": [f"a{n}" for n in sent],
+        "model": "gpt-4o-mini",
+    }
+    data = path.read_bytes()
+    assert data.startswith(before)
+    assert [json.loads(line) for line in data[len(before) :].splitlines()] == [
+        {"role": "user", "content": "new"},
+        {"role": "assistant", "content": "fresh"},
+    ]
+
+
+def test_max_turns_negative_is_a_usage_error(server: StandIn) -> None:
+    result = invoke("ask", "--base-url", server.base_url, "--max-turns", "-1", "hi")
+    assert result.returncode == 2
+    one_line_error(result)
+    assert server.requests == []
+
+
+def test_dry_run_with_a_lone_surrogate_in_history(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b'{"role": "user", "content": "a\\ud800"}\n{"role": "assistant", "content": "b"}\n')
+    for extra in ([], ["--json"]):
+        result = invoke("ask", "--dry-run", *extra, "-H", str(path), "hi")
+        assert result.returncode == 0, result.stderr
+        assert b"\\ud800" in result.stdout

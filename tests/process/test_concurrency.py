@@ -1,4 +1,5 @@
-"""Many `koala ask` runs on one history file at once, some killed or interrupted mid-reply.
+"""Concurrency: many `koala ask` runs on one history file at once, some killed or interrupted
+mid-reply; and `koala batch`'s requests in flight, their bound and the order of the results.
 
 Every run gets its own scripted reply (routed by its prompt) held at a gate after the first
 chunk, so the test knows each run is really mid-reply -- it has read that chunk from the
@@ -17,10 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, read_exactly
-from standin import Recorded, Script, StandIn, sse
+from conftest import WAIT, jobs, ndjson, popen_koala, read_exactly, read_lines, stop
+from standin import Recorded, RoutedStandIn, Script, StandIn, sse
 
-WAIT = 60.0  # generous: 32 interpreters start on 2 cores
+pytestmark = pytest.mark.subprocess
 PRIOR = b'{"role":"user","content":"earlier"}\n{"role":"assistant","content":"before"}'  # no final newline
 
 COMPLETE = range(0, 16)  # released together: their appends race each other
@@ -37,7 +38,8 @@ def number(request: Recorded) -> int:
 
 
 @pytest.fixture
-def routed() -> Iterator[Callable[[Callable[[Recorded], Script]], StandIn]]:
+def serving() -> Iterator[Callable[[Callable[[Recorded], Script]], StandIn]]:
+    """Start stand-ins that answer each request as ``route`` decides."""
     servers: list[StandIn] = []
 
     def make(route: Callable[[Recorded], Script]) -> StandIn:
@@ -53,12 +55,7 @@ def routed() -> Iterator[Callable[[Callable[[Recorded], Script]], StandIn]]:
 
 
 def launch(server: StandIn, path: Path, n: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*KOALA, "ask", "--base-url", server.base_url, "--retries", "0", "-H", str(path), f"question {n}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return popen_koala("ask", "--base-url", server.base_url, "--retries", "0", "-H", str(path), f"question {n}")
 
 
 def turns(path: Path) -> list[tuple[int, int]]:
@@ -81,7 +78,7 @@ def turns(path: Path) -> list[tuple[int, int]]:
 
 
 def test_killed_and_interrupted_runs_leave_only_complete_turns(
-    routed: Callable[[Callable[[Recorded], Script]], StandIn], tmp_path: Path
+    serving: Callable[[Callable[[Recorded], Script]], StandIn], tmp_path: Path
 ) -> None:
     path = tmp_path / "chat.jsonl"
     path.write_bytes(PRIOR)
@@ -92,7 +89,7 @@ def test_killed_and_interrupted_runs_leave_only_complete_turns(
         gate = hold if n in KILLED or n in INTERRUPTED else release
         return Script([sse(f"reply {n} "), gate, sse("end")])
 
-    server = routed(route)
+    server = serving(route)
     procs: list[subprocess.Popen[bytes]] = []
     results: dict[int, tuple[int, bytes, bytes]] = {}
     try:
@@ -140,12 +137,12 @@ def test_killed_and_interrupted_runs_leave_only_complete_turns(
 
 
 def test_readers_never_see_half_a_turn(
-    routed: Callable[[Callable[[Recorded], Script]], StandIn], tmp_path: Path
+    serving: Callable[[Callable[[Recorded], Script]], StandIn], tmp_path: Path
 ) -> None:
     """Runs that start while others append: each sends whole turns, in the file's order."""
     path = tmp_path / "chat.jsonl"
     path.write_bytes(PRIOR)
-    server = routed(lambda request: Script([sse(f"reply {number(request)} ", "end")]))
+    server = serving(lambda request: Script([sse(f"reply {number(request)} ", "end")]))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for n in range(8):
@@ -168,3 +165,117 @@ def test_readers_never_see_half_a_turn(
         assert len(users) == len(assistants)  # a turn is read whole or not at all
         assert users[1:] == order[: len(users) - 1]  # a prefix of the final order: appends only
         assert assistants[1:] == [u.replace("question", "reply") + " end" for u in users[1:]]
+
+
+def test_concurrent_runs_on_one_history(server: StandIn, tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    for n in range(8):
+        server.push(Script([sse(f"reply {n} ", "end")]))
+    procs = [launch(server, path, n) for n in range(8)]
+    try:
+        for proc in procs:
+            proc.communicate(timeout=WAIT)
+            assert proc.returncode == 0
+    finally:
+        for proc in procs:
+            stop(proc)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 16
+    users = lines[0::2]
+    assistants = lines[1::2]
+    assert all(m["role"] == "user" for m in users)
+    assert all(m["role"] == "assistant" for m in assistants)
+    assert sorted(m["content"] for m in users) == [f"question {n}" for n in range(8)]
+
+
+def test_batch_ordered_holds_a_finished_result_for_an_earlier_job(routed: RoutedStandIn) -> None:
+    gate = threading.Event()
+    routed.route("slow", Script([gate, sse("late")]))
+    proc = popen_koala(
+        "batch",
+        "--base-url",
+        routed.base_url,
+        "--retries",
+        "0",
+        "--concurrency",
+        "2",
+        stdin=jobs({"id": "A", "prompt": "slow"}, {"id": "B", "prompt": "fast"}, {"id": "C", "prompt": "more"}),
+    )
+    try:
+        # C starts only when B's slot is free, i.e. after B's result is known; A is still held.
+        assert routed.wait_requests(3)
+        routed.release(gate)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        gate.set()
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert err == b""
+    records = ndjson(out)
+    assert [r["id"] for r in records] == ["A", "B", "C"]
+    assert records[0]["text"] == "late"
+
+
+@pytest.mark.parametrize(("flags", "limit"), [(["--concurrency", "2"], 2), ([], 4)])
+def test_batch_concurrency_bounds_requests_in_flight(routed: RoutedStandIn, flags: list[str], limit: int) -> None:
+    gates = {f"j{n}": threading.Event() for n in range(limit + 3)}
+    for name, gate in gates.items():
+        routed.route(name, Script([gate, sse(f"reply {name}")]))
+    proc = popen_koala(
+        "batch",
+        "--base-url",
+        routed.base_url,
+        "--retries",
+        "0",
+        *flags,
+        stdin=jobs(*({"id": name, "prompt": name} for name in gates)),
+    )
+    try:
+        assert routed.wait_requests(limit)
+        # An observation window, not synchronisation: no more requests may come while `limit` are held.
+        assert not routed.wait_requests(limit + 1, timeout=1.0)
+        released = 0
+        while released < len(gates):  # free the oldest; the next job may start
+            oldest = routed.requests[released].json()["input"]
+            routed.release(gates[oldest])
+            released += 1
+            assert routed.wait_requests(min(released + limit, len(gates)))
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        for gate in gates.values():
+            gate.set()
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert [r["id"] for r in ndjson(out)] == list(gates)
+    assert max(routed.unreleased_at_arrival) == limit, routed.unreleased_at_arrival
+
+
+def test_batch_exit_status_is_the_first_failure_in_input_order(routed: RoutedStandIn) -> None:
+    gate = threading.Event()
+    routed.route("broken", Script([gate, sse("ok"), b"data: {broken\n\n"]))
+    routed.route("refused", Script([b"busy"], status=500, reason="Internal Server Error"))
+    proc = popen_koala(
+        "batch",
+        "--base-url",
+        routed.base_url,
+        "--retries",
+        "0",
+        "--unordered",
+        stdin=jobs({"id": 1, "prompt": "fine"}, {"id": 2, "prompt": "broken"}, {"id": 3, "prompt": "refused"}),
+    )
+    try:
+        lines = read_lines(proc, 2)  # 1 and 3 finish first; 2 (exit 5) fails last
+        assert sorted(json.loads(line)["id"] for line in lines) == [1, 3]
+        routed.release(gate)
+        out, err = proc.communicate(timeout=WAIT)
+    finally:
+        gate.set()
+        stop(proc)
+    assert proc.returncode == 5, err
+    records = {r["id"]: r for r in ndjson(b"\n".join(lines) + b"\n" + out)}
+    assert records[1]["ok"] is True
+    assert records[2]["error"]["exit_status"] == 5
+    assert "malformed" in records[2]["error"]["message"]
+    assert records[3] == {"id": 3, "ok": False, "error": records[3]["error"]}
+    assert records[3]["error"]["exit_status"] == 4
+    assert "500" in records[3]["error"]["message"]

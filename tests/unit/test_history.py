@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 from pathlib import Path
 
 import pytest
+from conftest import HISTORY_BYTES, history_file
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -101,3 +104,59 @@ def test_arbitrary_bytes_load_or_raise_history_error(data: bytes) -> None:
         assert str(exc).startswith("h:")
         return
     assert all(m["role"] in ("system", "user", "assistant") for m in result)
+
+
+class _DiskFills:
+    """``os.write`` that writes ``room`` bytes in all, then fails with ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.real = os.write
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = self.real(fd, bytes(data)[: self.room])
+        self.room -= written
+        return written
+
+
+@pytest.mark.parametrize("room", [0, 1, 7, 40])
+@pytest.mark.parametrize(
+    "before", [HISTORY_BYTES, HISTORY_BYTES[:-1], b""], ids=["terminated", "unterminated", "empty"]
+)
+def test_disk_full_leaves_the_file_at_its_earlier_length(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, before: bytes, room: int
+) -> None:
+    path = history_file(tmp_path, before)
+    monkeypatch.setattr(os, "write", _DiskFills(room))
+    with pytest.raises(HistoryError) as caught:
+        append_turns(path, "question", "an answer that does not fit")
+    monkeypatch.undo()
+    assert str(path) in str(caught.value)
+    assert "No space left" in str(caught.value)
+    assert path.read_bytes() == before
+
+
+def test_failing_fsync_leaves_the_file_at_its_earlier_length(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = history_file(tmp_path)
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(HistoryError):
+        append_turns(path, "question", "answer")
+    monkeypatch.undo()
+    assert path.read_bytes() == HISTORY_BYTES
+
+
+@pytest.mark.parametrize("role", ['["user"]', '{"r": 1}', "3"])
+def test_unhashable_or_odd_role_is_a_history_error(role: str) -> None:
+    with pytest.raises(HistoryError, match="h:1: unknown role"):
+        parse_history(f'{{"role": {role}, "content": "x"}}'.encode(), "h")
+
+
+def test_null_content_is_named() -> None:
+    with pytest.raises(HistoryError, match="not null"):
+        parse_history(b'{"role": "assistant", "content": null}', "h")

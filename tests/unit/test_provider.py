@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from koala_cli import (
     BlockedError,
     Koala,
+    KoalaError,
     NetworkError,
     ProtocolError,
     ServiceError,
@@ -307,3 +312,74 @@ def test_plain_http_client_trusts_no_ca(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("HTTP_PROXY", "https://proxy.invalid:8443")
     proxied = make_client(None, 5.0, "http://127.0.0.1:1/api/gpt/")
     assert all(t._pool._ssl_context.get_ca_certs() for t in proxied._mounts.values() if t)  # type: ignore[union-attr]
+
+
+class _Pieces(httpx.AsyncByteStream):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = pieces
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            yield piece
+
+
+def _answer(draw: st.DrawFn) -> tuple[int, dict[str, str], list[bytes]]:
+    body = draw(
+        st.one_of(
+            st.binary(max_size=300),
+            st.lists(
+                st.sampled_from(
+                    [b"data: ", b'"x"', b"\n", b"\r", b"\r\n", b"[DONE]", b"{", b"}", b'"text":', b":", b"\xff", b"\\u"]
+                ),
+                max_size=40,
+            ).map(b"".join),
+        )
+    )
+    cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=5)))
+    bounds = [0, *cuts, len(body)]
+    pieces = [body[a:b] for a, b in itertools.pairwise(bounds)]
+    status = draw(st.sampled_from([200, 200, 200, 201, 204, 403, 404, 429, 500, 503]))
+    headers: dict[str, str] = {}
+    content_type = draw(
+        st.sampled_from([None, "text/event-stream", "application/json", "text/html", "text/plain", "x/y; charset=zz"])
+    )
+    if content_type:
+        headers["Content-Type"] = content_type
+    encoding = draw(st.sampled_from([None, None, "gzip", "deflate", "identity"]))
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    if draw(st.booleans()):
+        headers["cf-ray"] = "1"
+    return status, headers, pieces
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.composite(_answer)())
+def test_arbitrary_answers_give_chunks_or_a_koala_error(answer: tuple[int, dict[str, str], list[bytes]]) -> None:
+    status, headers, pieces = answer
+
+    # A plain-http base URL: no TLS context (and CA bundle) to build for each of the examples.
+    base = "http://koala.test"
+
+    async def main() -> list[str] | KoalaError:
+        with respx.mock(assert_all_called=False) as router:
+            router.post(f"{base}/api/gpt/").mock(
+                return_value=httpx.Response(status, headers=headers, stream=_Pieces(pieces))
+            )
+            chunks: list[str] = []
+            try:
+                async for chunk in Koala.create_async_generator(
+                    "gpt-4o-mini", HELLO, retries=0, timeout=5, base_url=base
+                ):
+                    chunks.append(chunk)
+            except KoalaError as exc:
+                return exc
+            return chunks
+
+    result = anyio.run(main)
+    if isinstance(result, KoalaError):
+        assert result.exit_status in (3, 4, 5), repr(result)
+        assert "\n" not in str(result)
+    else:
+        assert 200 <= status < 300
+        assert all(isinstance(chunk, str) and chunk for chunk in result)

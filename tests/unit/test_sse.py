@@ -133,3 +133,10 @@ def test_simple_runs_decode_like_the_line_loop(values: list[str], cuts: list[int
     one_by_one = decode(*[stream[i : i + 1] for i in range(len(stream))])
     expected = [v[1:] if prefix == "data:" and v.startswith(" ") else v for v in values]
     assert decode(*pieces) == one_by_one == expected
+
+
+def test_decoder_caps_an_event_of_empty_data_lines() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    with pytest.raises(ProtocolError):
+        for _ in range(100):  # 100 x 100 lines: ten times the cap once the newlines that join them count
+            decoder.feed(b"data:\n" * 100)
