@@ -1,5 +1,6 @@
 """``koala ask``: one prompt, one streamed reply."""
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -8,12 +9,13 @@ import typer
 
 from ..errors import KoalaError, UsageError
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .options import Continue, ConnectionOptions, Debug, TurnOptions, check_text, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:
+    from ..last import Recording
     from ..output import Writer
     from ..turn import AskOptions, Reply
 
@@ -43,6 +45,7 @@ def ask(
         Path | None,
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
     ] = None,
+    continue_: Continue = False,
     max_turns: Annotated[
         int | None, typer.Option("--max-turns", metavar="N", help="Send only the last N turns of the history.")
     ] = None,
@@ -63,9 +66,11 @@ def ask(
     stdout = sys.stdout.buffer
     tty = stdout.isatty()
     writer: Writer = JsonWriter(stdout, sanitize=tty) if json_output else TextWriter(stdout, sanitize=tty)
+    settings = settings_of(ctx)
     try:
         if max_turns is not None and max_turns < 0:
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
+        history = _continued(history, continue_)
         options = AskOptions(
             prompt=_prompt(prompt or []),
             model=turn.model,
@@ -79,10 +84,55 @@ def ask(
             return
     except KoalaError as exc:
         fail(exc, writer, debug)
+    remember = bool(settings.value("remember_last"))
+    recording = _recording(options) if remember and history is None else None
+    if recording is not None:
+        from ..last import RecordingWriter
+
+        writer = RecordingWriter(writer, recording)
     outcome = run_guarded(lambda: run_ask(options, writer, notice))
+    if recording is not None and (outcome.error is not None or outcome.signal is not None):
+        recording.discard()
     finish(outcome, writer, debug)
+    if remember:
+        _keep_last(recording, history)
     if stats:
         notice(stats_line(outcome.value))
+
+
+def _continued(history: Path | None, continue_: bool) -> Path | None:
+    """``-c``: the last conversation, as if given with ``-H``."""
+    if not continue_:
+        return history
+    if history is not None:
+        raise UsageError("-c continues the last conversation: it cannot be used with -H FILE")
+    from ..last import require_last, state_dir
+
+    return require_last(state_dir(os.environ))
+
+
+def _recording(options: "AskOptions") -> "Recording | None":
+    """A plain ask's exchange, kept as the last conversation as it arrives (or not at all)."""
+    from ..last import Recording, state_dir
+
+    try:
+        return Recording(state_dir(os.environ), options.prompt)
+    except KoalaError as exc:
+        notice(str(exc))
+        return None
+
+
+def _keep_last(recording: "Recording | None", history: Path | None) -> None:
+    """After a successful ask: its conversation is the last one (a failure is only a notice)."""
+    from ..last import remember, state_dir
+
+    try:
+        if recording is not None:
+            recording.commit()
+        elif history is not None:
+            remember(state_dir(os.environ), history)
+    except KoalaError as exc:
+        notice(str(exc))
 
 
 def _prompt(words: list[str]) -> str:

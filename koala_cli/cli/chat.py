@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .options import Continue, ConnectionOptions, Debug, TurnOptions, check_text, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, write_out
@@ -46,21 +46,37 @@ def chat(
         Path | None,
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: continue it and append each turn."),
     ] = None,
+    continue_: Continue = False,
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
     debug: Debug = False,
 ) -> None:
     from ..history import check_writable, load_history
 
+    settings = settings_of(ctx)
     try:
-        link = connection.resolve(settings_of(ctx))
+        if continue_:
+            history = _continued(history)
+        link = connection.resolve(settings)
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
     except KoalaError as exc:
         fail(exc, None, debug)
     session = _Session(link, prior, history, turn.model, turn.system, debug)
+    session.remember = bool(settings.value("remember_last")) and history is not None
     raise typer.Exit(session.loop())
+
+
+def _continued(history: Path | None) -> Path:
+    """``-c``: the last conversation, as if given with ``-H``."""
+    import os
+
+    from ..last import require_last, state_dir
+
+    if history is not None:
+        raise UsageError("-c continues the last conversation: it cannot be used with -H FILE")
+    return require_last(state_dir(os.environ))
 
 
 class _Session:
@@ -75,6 +91,7 @@ class _Session:
         self.model = model
         self.system = system
         self.debug = debug
+        self.remember = False  # make the history the last conversation after its first saved turn
         self.interactive = sys.stdin is not None and sys.stdin.isatty()
         self.failure: int | None = None  # piped: the first failed turn's status is the exit status
         self.line_number = 0
@@ -217,4 +234,14 @@ class _Session:
                     self.failure = exc.exit_status
                 return None
         self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text or ""}]
+        if self.remember and self.path is not None:
+            self.remember = False
+            import os
+
+            from ..last import remember, state_dir
+
+            try:
+                remember(state_dir(os.environ), self.path)
+            except KoalaError as exc:
+                notice(str(exc))
         return None

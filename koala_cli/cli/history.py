@@ -1,5 +1,6 @@
 """``koala history show``: a history file as a transcript, or its validated lines."""
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,17 +12,37 @@ from .exits import fail
 from .options import JsonFlag
 from .stdio import write_out
 
-SHOW_HELP = """Print a history file as a readable transcript (with --json: its lines, validated)."""
+SHOW_HELP = """Print a history file as a readable transcript (with --json: its lines, validated).
+
+Without FILE: the last conversation (see 'koala history last')."""
+
+LAST_HELP = """Print the path of the last conversation, the one 'koala ask -c' continues.
+
+It is the last history a successful 'koala ask' or 'koala chat' used, or, after a plain
+'koala ask' (no -H), $XDG_STATE_HOME/koala/last.jsonl. Exit 2 when there is none."""
+
+
+def last() -> None:
+    from ..last import require_last, state_dir
+
+    try:
+        path = require_last(state_dir(os.environ))
+    except KoalaError as exc:
+        fail(exc, None, False)
+    write_out(f"{os.fsdecode(path)}\n")
 
 
 def show(
-    file: Annotated[Path, typer.Argument(metavar="FILE", show_default=False)],
+    file: Annotated[Path | None, typer.Argument(metavar="[FILE]", show_default=False)] = None,
     json_output: JsonFlag = False,
 ) -> None:
     from ..history import parse_history, read_history
+    from ..last import require_last, state_dir
     from ..text import json_terminal_safe, terminal_safe
 
     try:
+        if file is None:
+            file = require_last(state_dir(os.environ))
         if not file.exists():
             raise UsageError(f"{file}: no such file")
         data = read_history(file)

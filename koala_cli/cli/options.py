@@ -31,6 +31,10 @@ System = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", envvar="KOALA_DEBUG", help="Show a traceback with errors.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="One JSON object a line.")]
+Continue = Annotated[
+    bool,
+    typer.Option("-c", "--continue", help="Continue the last conversation (see 'koala history last'; not with -H)."),
+]
 Provider = Annotated[
     str,
     typer.Option("--provider", metavar="NAME", envvar="KOALA_PROVIDER", help="koala (koala.sh) or openai-compatible."),
