@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -16,6 +16,7 @@ import anyio
 from .errors import KoalaError, UsageError
 from .history import validate_message
 from .messages import Message
+from .sampling import check_key
 from .turn import Connection, Reply, conversation, stream_reply
 
 __all__ = ["BadJob", "Job", "Progress", "done_ids", "parse_jobs", "run_batch"]
@@ -33,6 +34,7 @@ class Job:
     system: str | None = None
     model: str | None = None
     history: list[Message] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)  # sampling options over the command's
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class BadJob:
 
 
 def parse_jobs(data: bytes, name: str, *, lines: bool = False) -> Iterator[Job | BadJob]:
-    """Jobs from JSONL (``{"id", "prompt", "system"?, "model"?, "history"?}``) or, with
+    """Jobs from JSONL (``{"id", "prompt", "system"?, "model"?, "history"?, "options"?}``) or, with
     ``lines``, one prompt a line.  Blank lines are skipped; a line that is not a job (not
     UTF-8, not JSON, a repeated id, ...) is a ``BadJob`` in its place."""
     if data.startswith(b"\xef\xbb\xbf"):
@@ -94,7 +96,12 @@ def _job(value: object, number: int) -> Job:
     if not isinstance(history, list):
         raise UsageError('"history" must be a list of messages')
     messages = [validate_message(m, f"history[{i}]") for i, m in enumerate(history)]
-    return Job(number, value.get("id", number), prompt, value.get("system"), value.get("model"), messages)
+    options = value.get("options", {})
+    if not isinstance(options, dict):
+        raise UsageError('"options" must be a JSON object')
+    for key in options:
+        check_key(key, '"options"')
+    return Job(number, value.get("id", number), prompt, value.get("system"), value.get("model"), messages, options)
 
 
 def done_ids(text: str) -> set[str]:
@@ -139,6 +146,8 @@ async def _run_one(
     system = job.system if job.system is not None else default_system
     messages = conversation(job.history, system, job.prompt)
     tag = json.dumps(job.id, ensure_ascii=False)
+    if job.options:
+        link = replace(link, options={**link.options, **job.options})
     try:
         reply = await stream_reply(
             messages, job.model or default_model, link, _NoOutput(), lambda notice: notify(f"job {tag}: {notice}")

@@ -6,6 +6,7 @@ Only the data goes to the stream given here; notices and errors are the caller's
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from json.encoder import encode_basestring  # the C encoder when available; no ASCII escaping
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
@@ -96,9 +97,10 @@ class JsonWriter:
     Always valid JSON; with ``sanitize`` (a terminal) no control character is written raw.
     """
 
-    def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
+    def __init__(self, stream: BinaryIO, *, sanitize: bool = False, start: Mapping[str, object] | None = None) -> None:
         self._stream = GuardedStream(stream)
         self._sanitize = sanitize
+        self._start = dict(start or {})  # more fields of the start record (the sampling options)
         self._text: list[bytes] = []  # the reply so far, JSON-escaped UTF-8, one piece per batch
 
     def _encode(self, text: str) -> bytes:
@@ -111,7 +113,7 @@ class JsonWriter:
         self._stream.flush()
 
     def start(self, model: str) -> None:
-        self._write(_line({"type": "start", "model": model}))
+        self._write(_line({"type": "start", "model": model, **self._start}))
 
     def chunks(self, batch: list[str]) -> None:
         # Hand-built records: json.dumps per chunk would cost more than everything else here.

@@ -6,7 +6,7 @@ Shared by ``koala ask``, ``koala chat`` and ``koala batch``; it knows nothing of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +43,7 @@ class Connection:
     api_key: str | None = None
     web_search: bool = False
     retries: int = 3
+    options: Mapping[str, object] = field(default_factory=dict)  # sampling: temperature, max_tokens, ...
 
     def request_options(self) -> dict[str, Any]:
         """The keyword options of ``stream_batches`` that this connection sets."""
@@ -52,6 +53,7 @@ class Connection:
             "web_search": self.web_search,
             "api_key": self.api_key,
             "retries": self.retries,
+            "options": self.options,
         }
 
 

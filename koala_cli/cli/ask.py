@@ -9,7 +9,15 @@ import typer
 
 from ..errors import KoalaError, UsageError
 from .exits import fail, finish
-from .options import Continue, ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .options import (
+    ConnectionOptions,
+    Continue,
+    Debug,
+    SamplingOptions,
+    TurnOptions,
+    check_text,
+    expand_options,
+)
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
@@ -57,6 +65,7 @@ def ask(
     ] = False,
     stats: Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")] = False,
     connection: ConnectionOptions = ConnectionOptions(),
+    sampling: SamplingOptions = SamplingOptions(),
     debug: Debug = False,
 ) -> None:
     from ..output import JsonWriter, TextWriter
@@ -77,13 +86,15 @@ def ask(
             system=turn.system,
             history=history,
             max_turns=max_turns,
-            connection=connection.resolve(settings_of(ctx), send=not dry_run),
+            connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
         )
         if dry_run:
             _dry_run(options, json_output)
             return
     except KoalaError as exc:
         fail(exc, writer, debug)
+    if json_output and options.connection.options:  # the start record echoes them
+        writer = JsonWriter(stdout, sanitize=tty, start={"options": dict(options.connection.options)})
     remember = bool(settings.value("remember_last"))
     recording = _recording(options) if remember and history is None else None
     if recording is not None:
@@ -169,7 +180,12 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     messages = conversation(prior, options.system, options.prompt, options.max_turns)
     link = options.connection
     spec = link.provider.request_spec(
-        options.model, messages, base_url=link.base_url, web_search=link.web_search, api_key=link.api_key
+        options.model,
+        messages,
+        base_url=link.base_url,
+        web_search=link.web_search,
+        api_key=link.api_key,
+        options=link.options,
     )
     url = mask_secrets(spec.url)
     headers = {

@@ -8,7 +8,7 @@ import typer
 
 from ..errors import KoalaError, UsageError, exit_status_help
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, TurnOptions, expand_options
+from .options import ConnectionOptions, Debug, SamplingOptions, TurnOptions, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice
@@ -47,6 +47,7 @@ def batch(
     ] = None,
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
+    sampling: SamplingOptions = SamplingOptions(),
     debug: Debug = False,
 ) -> None:
     import json
@@ -57,7 +58,7 @@ def batch(
     try:
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
-        link = connection.resolve(settings_of(ctx))
+        link = connection.resolve(settings_of(ctx), sampling=sampling)
         name, data = _input(file)
         jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish
-from .options import Continue, ConnectionOptions, Debug, TurnOptions, check_text, expand_options
+from .options import ConnectionOptions, Continue, Debug, SamplingOptions, TurnOptions, check_text, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, write_out
@@ -49,6 +49,7 @@ def chat(
     continue_: Continue = False,
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
+    sampling: SamplingOptions = SamplingOptions(),
     debug: Debug = False,
 ) -> None:
     from ..history import check_writable, load_history
@@ -57,7 +58,7 @@ def chat(
     try:
         if continue_:
             history = _continued(history)
-        link = connection.resolve(settings)
+        link = connection.resolve(settings, sampling=sampling)
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)

@@ -73,6 +73,56 @@ ApiKey = Annotated[
 WebSearch = Annotated[bool, typer.Option("--web-search", help="Let the service search the web (koala.sh only).")]
 
 
+Temperature = Annotated[
+    float | None, typer.Option("--temperature", metavar="F", help="Sampling temperature (openai).", show_default=False)
+]
+TopP = Annotated[float | None, typer.Option("--top-p", metavar="F", help="Nucleus sampling, 0-1 (openai).")]
+MaxTokens = Annotated[int | None, typer.Option("--max-tokens", metavar="N", help="Longest reply, in tokens (openai).")]
+Seed = Annotated[int | None, typer.Option("--seed", metavar="N", help="Seed for repeatable sampling (openai).")]
+Stop = Annotated[
+    list[str] | None, typer.Option("--stop", metavar="TEXT", help="Stop the reply at TEXT (repeatable; openai).")
+]
+Assignments = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-o",
+        "--option",
+        metavar="KEY=VALUE",
+        help="Any other request field; VALUE as JSON when it parses, else text (repeatable; openai).",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Sampling options for OpenAI-compatible servers (over the config's ``options``)."""
+
+    temperature: Temperature = None
+    top_p: TopP = None
+    max_tokens: MaxTokens = None
+    seed: Seed = None
+    stop: Stop = None
+    option: Assignments = None
+
+    def build(self, settings: "Resolved | None") -> tuple[dict[str, object], dict[str, str]]:
+        """The options of a run, and where those from the config file came from."""
+        from ..sampling import build_options
+
+        flags = build_options(
+            assignments=self.option or (),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            stop=self.stop or (),
+        )
+        setting = None if settings is None else settings.settings.get("options")
+        if setting is None or not isinstance(setting.value, dict):
+            return flags, {}
+        base = {key: value for key, value in setting.value.items() if key not in flags}
+        return {**flags, **base}, {key: f"{setting.source} options.{key}" for key in base}
+
+
 @dataclass(frozen=True)
 class TurnOptions:
     """What every question is asked with: the model and a system instruction."""
@@ -100,7 +150,9 @@ class ConnectionOptions:
     profile: Profile = None
     no_config: NoConfig = False
 
-    def resolve(self, settings: "Resolved | None" = None, *, send: bool = True) -> "Connection":
+    def resolve(
+        self, settings: "Resolved | None" = None, *, send: bool = True, sampling: SamplingOptions | None = None
+    ) -> "Connection":
         """The validated ``Connection``, its key from the first source that has one (see
         ``koala_cli.keys``); a key command runs only when ``send`` (not for ``--dry-run``)."""
         from urllib.parse import urlsplit
@@ -124,6 +176,11 @@ class ConnectionOptions:
         if self.retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {self.retries}")
         chosen = load_provider(self.provider)
+        options, origin = sampling.build(settings) if sampling is not None else ({}, {})
+        if options and not chosen.takes_options:
+            from ..sampling import refuse_options
+
+            refuse_options(options, self.provider.strip().lower(), origin)
         api_key = self._key(chosen.api_key_env, settings, send)
         return Connection(
             provider=chosen,
@@ -134,6 +191,7 @@ class ConnectionOptions:
             api_key=api_key,
             web_search=self.web_search,
             retries=self.retries,
+            options=options,
         )
 
     def _key(self, provider_variable: str | None, settings: "Resolved | None", send: bool) -> str | None:

@@ -28,6 +28,8 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
 
     #: The environment variable a front end may take this provider's key from.
     api_key_env: ClassVar[str | None] = None
+    #: Whether the request takes sampling options (``with_options``).
+    takes_options: ClassVar[bool] = False
 
     @classmethod
     def endpoint(cls, base_url: str) -> str:
@@ -45,6 +47,12 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         raise NotImplementedError
 
     @classmethod
+    def with_options(cls, body: Mapping[str, object], options: Mapping[str, object]) -> Mapping[str, object]:
+        """The body with sampling options (temperature, max_tokens, ...) added; a provider
+        whose request has no such fields refuses them, naming the first."""
+        raise UsageError(f"{next(iter(options))}: the {cls.__name__.lower()} provider takes no sampling options")
+
+    @classmethod
     def request_spec(
         cls,
         model: str,
@@ -53,13 +61,17 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         base_url: str | None = None,
         web_search: bool = False,
         api_key: str | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> RequestSpec:
         """The request for a conversation; pure, so ``--dry-run`` can show it."""
         base = base_url or cls.url
         headers = cls.headers(base, web_search=web_search)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        return RequestSpec(url=cls.endpoint(base), headers=headers, body=cls.body(messages, cls.get_model(model)))
+        body = cls.body(messages, cls.get_model(model))
+        if options:
+            body = cls.with_options(body, options)
+        return RequestSpec(url=cls.endpoint(base), headers=headers, body=body)
 
     @classmethod
     async def create_async_generator(
@@ -94,13 +106,16 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         api_key: str | None = None,
         retries: int = 3,
         on_retry: RetryHook | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> AsyncGenerator[list[str], None]:
         """Like ``create_async_generator``, but one list of chunks per network read.
 
         Writers that flush once per list keep every chunk as fresh as its bytes while paying
         for one system call per read instead of one per chunk.
         """
-        spec = cls.request_spec(model, messages, base_url=base_url, web_search=web_search, api_key=api_key)
+        spec = cls.request_spec(
+            model, messages, base_url=base_url, web_search=web_search, api_key=api_key, options=options
+        )
         async with AsyncExitStack() as stack:
             callers_client = client is not None  # its proxy is its own business, not ours
             if client is None:

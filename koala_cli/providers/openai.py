@@ -31,6 +31,7 @@ class OpenAI(HTTPStreamProvider):
     working: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
     api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
+    takes_options: ClassVar[bool] = True
     default_model: ClassVar[str] = DEFAULT_MODEL
     models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
 
@@ -51,3 +52,8 @@ class OpenAI(HTTPStreamProvider):
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             "stream": True,
         }
+
+    @classmethod
+    def with_options(cls, body: Mapping[str, object], options: Mapping[str, object]) -> Mapping[str, object]:
+        """Sampling options are fields of the body (they cannot replace model, messages, stream)."""
+        return {**body, **{key: value for key, value in options.items() if key not in body}}

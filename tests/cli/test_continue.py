@@ -108,9 +108,7 @@ def test_opting_out_writes_nothing_anywhere(
     assert not dirs.state.exists()
 
 
-def test_chat_continue_and_chat_history_becomes_last(
-    dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path
-) -> None:
+def test_chat_continue_and_chat_history_becomes_last(dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path) -> None:
     server.push(Script([sse("first")]), Script([sse("second")]), Script([sse("third")]))
     assert ask(koala, server, "q1").status == 0
     ran = koala("chat", "--base-url", server.base_url, "-c", stdin=b"q2\n")
@@ -122,9 +120,7 @@ def test_chat_continue_and_chat_history_becomes_last(
     assert koala("history", "last").out == f"{history}\n"
 
 
-def test_dry_run_continue_shows_the_conversation_and_keeps_nothing(
-    dirs: Dirs, koala: Koala, server: StandIn
-) -> None:
+def test_dry_run_continue_shows_the_conversation_and_keeps_nothing(dirs: Dirs, koala: Koala, server: StandIn) -> None:
     server.push(Script([sse("A1")]))
     assert ask(koala, server, "Q1").status == 0
     before = (dirs.state / "last.jsonl").read_bytes()

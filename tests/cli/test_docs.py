@@ -21,6 +21,7 @@ COMMANDS = [
     ["batch"],
     ["models"],
     ["history", "show"],
+    ["history", "last"],
     ["completion"],
     ["config", "show"],
     ["roles"],

@@ -37,7 +37,7 @@ def test_concurrent_plain_asks_leave_one_whole_conversation(tmp_path: Path) -> N
             for n in range(RUNS)
         ]
         for run in runs:
-            out, err = run.communicate(timeout=120)
+            _out, err = run.communicate(timeout=120)
             assert run.returncode == 0, err
     finally:
         server.stop()
