@@ -54,6 +54,15 @@ def ask(
         typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
     ] = None,
     continue_: Continue = False,
+    files: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-f", "--file", metavar="PATH", help="Put a file's text in the prompt, fenced (repeatable; - is stdin)."
+        ),
+    ] = None,
+    edit: Annotated[
+        bool, typer.Option("-e", "--edit", help="Edit the prompt in $VISUAL or $EDITOR before sending it.")
+    ] = False,
     max_turns: Annotated[
         int | None, typer.Option("--max-turns", metavar="N", help="Send only the last N turns of the history.")
     ] = None,
@@ -81,9 +90,9 @@ def ask(
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
         history = _continued(history, continue_)
         options = AskOptions(
-            prompt=_prompt(prompt or []),
+            prompt=_prompt(prompt or [], files or [], edit),
             model=turn.model,
-            system=turn.system,
+            system=turn.system_text(),
             history=history,
             max_turns=max_turns,
             connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
@@ -146,16 +155,38 @@ def _keep_last(recording: "Recording | None", history: Path | None) -> None:
         notice(str(exc))
 
 
-def _prompt(words: list[str]) -> str:
-    """stdin (when it is not a terminal), a blank line, then the words."""
+def _prompt(words: list[str], files: list[str], edit: bool) -> str:
+    """stdin (when it is not a terminal), each -f file fenced, then the words, a blank line
+    apart; then, with -e, whatever the editor leaves of that."""
+    from ..prompt import compose
+
     check_text("the prompt", " ".join(words))
-    stdin_text = read_stdin()
-    if stdin_text is None and not words:
+    texts = [_file(name) for name in files]
+    stdin_text = None if "-" in files else read_stdin()
+    if stdin_text is None and not words and not files and not edit:
         raise UsageError("no prompt: give it as arguments or on standard input (see 'koala ask --help')")
-    prompt = "\n\n".join(part for part in (stdin_text, " ".join(words)) if part)
+    prompt = compose(stdin_text, texts, " ".join(words))
+    if edit:
+        from .editor import edit as run_editor
+
+        prompt = run_editor(prompt)
     if not prompt.strip():
         raise UsageError("empty prompt: nothing to ask")
     return prompt
+
+
+def _file(name: str) -> tuple[str, str]:
+    """A -f file's heading and text; ``-`` is standard input (never a terminal)."""
+    from ..prompt import read_text_file
+    from .options import read_file
+
+    check_text("-f", name)
+    if name != "-":
+        return name, read_file(Path(name), "-f")
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        raise UsageError("-f -: standard input is a terminal (koala never waits for typing)")
+    return "(stdin)", read_text_file(stream.buffer.read(), "-f - (standard input)")
 
 
 def stats_line(reply: "Reply") -> str:

@@ -59,6 +59,7 @@ def batch(
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
         link = connection.resolve(settings_of(ctx), sampling=sampling)
+        system = turn.system_text()
         name, data = _input(file)
         jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():
@@ -84,7 +85,7 @@ def batch(
         lambda: run_batch(
             jobs,
             model=turn.model,
-            system=turn.system,
+            system=system,
             connection=link,
             concurrency=concurrency,
             ordered=not unordered,

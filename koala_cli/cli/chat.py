@@ -32,10 +32,11 @@ Commands:
   /model NAME    use another model (without NAME: show the current one)
   /system TEXT   a system instruction for the following turns (without TEXT: clear it)
   /history       show the conversation so far
+  /edit [TEXT]   write the message in $VISUAL or $EDITOR (starting from TEXT)
   /exit          leave (also /quit)
 """
 
-COMMANDS_HELP = """/help  /model NAME  /system TEXT  /history  /exit
+COMMANDS_HELP = """/help  /model NAME  /system TEXT  /history  /edit [TEXT]  /exit
 End a line with \\ to continue it. Ctrl-C stops a reply; Ctrl-D leaves."""
 
 
@@ -59,12 +60,13 @@ def chat(
         if continue_:
             history = _continued(history)
         link = connection.resolve(settings, sampling=sampling)
+        system = turn.system_text()
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
     except KoalaError as exc:
         fail(exc, None, debug)
-    session = _Session(link, prior, history, turn.model, turn.system, debug)
+    session = _Session(link, prior, history, turn.model, system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
     raise typer.Exit(session.loop())
 
@@ -127,7 +129,12 @@ class _Session:
                 continue
             if not text.strip():
                 continue
-            if text.startswith("/"):
+            if text.strip().partition(" ")[0] == "/edit":
+                edited = self._edit(text.strip()[len("/edit") :].strip())
+                if edited is None:
+                    continue
+                text = edited
+            elif text.startswith("/"):
                 if self._command(text.strip()):
                     break
                 continue
@@ -173,6 +180,18 @@ class _Session:
             return raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
             raise UsageError(f"standard input line {self.line_number} is not valid UTF-8") from None
+
+    def _edit(self, text: str) -> str | None:
+        """``/edit [TEXT]``: the message from $VISUAL or $EDITOR; None sends nothing."""
+        from .editor import edit
+
+        try:
+            return edit(text, "/edit")
+        except KoalaError as exc:
+            notice(f"error: {exc}")
+            if not self.interactive and self.failure is None:
+                self.failure = exc.exit_status
+            return None
 
     def _command(self, text: str) -> bool:
         """Handle a slash command; True means leave."""

@@ -12,6 +12,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -123,16 +124,57 @@ class SamplingOptions:
         return {**flags, **base}, {key: f"{setting.source} options.{key}" for key in base}
 
 
+SystemFile = Annotated[
+    list[Path] | None,
+    typer.Option("--system-file", metavar="PATH", help="System text from a file (repeatable; after -r, before -s)."),
+]
+Role = Annotated[
+    str | None,
+    typer.Option(
+        "-r", "--role", metavar="NAME", help="System text from <config dir>/roles/NAME.md (see 'koala roles')."
+    ),
+]
+
+
 @dataclass(frozen=True)
 class TurnOptions:
     """What every question is asked with: the model and a system instruction."""
 
     model: Model = DEFAULT_MODEL
     system: System = None
+    system_file: SystemFile = None
+    role: Role = None
 
     def __post_init__(self) -> None:
         check_text("--model", self.model)
         check_text("--system", self.system)
+        check_text("--role", self.role)
+
+    def system_text(self) -> str | None:
+        """The system text: the role's, then each --system-file's, then -s (or the profile's
+        ``system``), a blank line apart; None when there is none."""
+        parts = []
+        if self.role is not None:
+            from ..config import config_dir
+            from ..roles import read_role
+
+            parts.append(read_role(config_dir(os.environ) / "roles", self.role))
+        for path in self.system_file or ():
+            parts.append(read_file(path, "--system-file").strip())
+        if self.system:
+            parts.append(self.system)
+        return "\n\n".join(part for part in parts if part) or None
+
+
+def read_file(path: Path, option: str) -> str:
+    """A text file named by an option: not UTF-8, missing or unreadable is a usage error."""
+    from ..prompt import read_text_file
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
+    return read_text_file(data, str(path))
 
 
 @dataclass(frozen=True)
