@@ -103,7 +103,11 @@ def test_bash_completion(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stderr
     assert bash_complete(script, "as") == ["ask"]
     assert bash_complete(script, "ask", "--js") == ["--json"]
-    assert sorted(bash_complete(script, "ask", "-m", "gpt-4o", "--max-t")) == ["--max-time", "--max-tokens", "--max-turns"]
+    assert sorted(bash_complete(script, "ask", "-m", "gpt-4o", "--max-t")) == [
+        "--max-time",
+        "--max-tokens",
+        "--max-turns",
+    ]
     assert sorted(bash_complete(script, "")) == sorted(
         ["ask", "batch", "chat", "completion", "config", "history", "models", "roles", "--version", "--help"]
     )
