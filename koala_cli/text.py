@@ -4,18 +4,24 @@ length capped."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-__all__ = ["EXCERPT_CHARS", "excerpt", "json_terminal_safe", "mask_secrets", "terminal_safe"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "ascii_host_url",
+    "excerpt",
+    "inert",
+    "json_terminal_safe",
+    "mask_secrets",
+    "mask_url",
+    "redact",
+    "terminal_safe",
+    "url_secrets",
+]
 
 EXCERPT_CHARS = 200
 
-_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _SPACE = re.compile(r"\s+")
-
-
-def mask_secrets(text: str) -> str:
-    """Hide ``user:password@`` in any URL of a message."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -50,3 +56,127 @@ _JSON_TERMINAL_SAFE = {code: f"\\u{code:04x}" for code in range(0x7F, 0xA0)}
 def json_terminal_safe(text: str) -> str:
     """JSON text with DEL and C1 controls escaped: still the same JSON, inert on a terminal."""
     return text.translate(_JSON_TERMINAL_SAFE)
+
+
+# --- secrets in URLs ---------------------------------------------------------------------------
+
+_SCHEME = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")
+_HOST_PORT = re.compile(r"(?:\[[^\]\s]*\]|[^:@\s\[\]]*)(?::\d*)?")
+
+
+def _userinfo_end(rest: str) -> int:
+    """Where the user-info of ``rest`` (a URL after its ``scheme://``) ends: the index of its
+    ``@``, or -1 for none.
+
+    As httpx parses it: the authority runs to the first ``/``, ``?`` or ``#`` and its user-info
+    to the LAST ``@`` in it.  When what precedes that ``/``, ``?`` or ``#`` is no ``host[:port]``,
+    the password itself held one of them (httpx refuses such a URL), so the user-info runs to
+    the last ``@`` of the whole URL: a password is masked whole, never cut where it looks odd.
+    """
+    authority_end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if authority_end < len(rest) and not _HOST_PORT.fullmatch(rest[at + 1 : authority_end]):
+        return rest.rfind("@")
+    return at
+
+
+def mask_url(url: str) -> str:
+    """One URL (an option's value) with its user-info, whatever it holds, shown as ``***``."""
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    at = _userinfo_end(url[start:])
+    return url if at < 0 else f"{url[:start]}***{url[start + at :]}"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The user-info of a URL and its password, as given and as they may be quoted or encoded."""
+    from urllib.parse import quote, unquote
+
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme else 0
+    at = _userinfo_end(url[start:])
+    if at < 0:
+        return []
+    userinfo = url[start : start + at]
+    found = {userinfo, userinfo.partition(":")[2]}
+    for value in list(found):
+        found |= {unquote(value), quote(value, safe=":"), quote(unquote(value), safe=":"), repr(value)[1:-1]}
+    return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
+
+
+_TOKEN_END = re.compile(r"[\s'\"<>]")
+
+
+def mask_secrets(text: str) -> str:
+    """Hide the user-info of every URL in a message (up to its end: whitespace or a quote)."""
+    out: list[str] = []
+    done = 0
+    for scheme in _SCHEME.finditer(text):
+        start = scheme.end()
+        if start <= done:
+            continue
+        end = _TOKEN_END.search(text, start)
+        at = _userinfo_end(text[start : end.start() if end else len(text)])
+        if at >= 0:
+            out.append(text[done:start] + "***")
+            done = start + at
+    out.append(text[done:])
+    return "".join(out)
+
+
+MIN_SECRET = 4  # shorter fragments are not searched for in messages (they would hide too much)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every known secret (a key, a password) replaced by ``***``."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET:
+            text = text.replace(secret, "***")
+    return text
+
+
+# --- one inert line ---------------------------------------------------------------------------
+
+
+def _inert_table() -> dict[int, str]:
+    table = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+    table.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+    # invisible reorderings and separators: a message must read as it is
+    for code in (0x2028, 0x2029, 0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)):
+        table[code] = f"\\u{code:04x}"
+    return table
+
+
+_INERT = _inert_table()
+
+
+def inert(text: str) -> str:
+    """One line for stderr whatever ``text`` holds: control characters (C0, DEL, C1), line
+    separators and bidirectional overrides shown escaped, so a server's words cannot move the
+    cursor, retitle the terminal or reorder what is shown."""
+    return text.translate(_INERT)
+
+
+# --- internationalised host names -------------------------------------------------------------
+
+
+def ascii_host_url(url: str) -> str:
+    """``url`` with a non-ASCII host name in its IDNA (punycode) form, as httpx would send it,
+    so headers built from it (``Origin``, ``Referer``) are ASCII too.  ``ValueError`` for a
+    name that has none."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if hostport.isascii():
+        return url
+    host, colon, port = hostport.partition(":")  # a non-ASCII host is no IPv6 literal
+    import idna  # what httpx encodes host names with (IDNA 2008); it comes with httpx
+
+    try:
+        encoded = idna.encode(host.lower()).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"the host name cannot be written in ASCII (IDNA): {exc}") from None
+    netloc = f"{userinfo}{at}{encoded}{colon}{port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -204,7 +204,7 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
     import json
 
     from ..history import load_history
-    from ..text import mask_secrets
+    from ..text import mask_secrets, mask_url
     from ..turn import conversation
 
     prior = load_history(options.history) if options.history is not None else []
@@ -218,7 +218,7 @@ def _dry_run(options: "AskOptions", json_output: bool) -> None:
         api_key=link.api_key,
         options=link.options,
     )
-    url = mask_secrets(spec.url)
+    url = mask_url(spec.url)
     headers = {
         name: "Bearer ***" if name.lower() == "authorization" else mask_secrets(value)
         for name, value in spec.headers.items()

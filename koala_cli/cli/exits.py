@@ -1,4 +1,9 @@
-"""The one place where errors become a message on stderr and an exit status."""
+"""The one place where errors become a message on stderr and an exit status.
+
+Every line koala writes to stderr passes through ``say``: the secrets it knows of (the API
+key, the credentials of a URL) are replaced by ``***``, URL user-info is masked, and control
+characters -- a server's reason phrase may hold ``ESC ] 0;...BEL`` -- are shown escaped.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,32 @@ if TYPE_CHECKING:
     from ..output import Writer
     from .runner import Outcome
 
-__all__ = ["fail", "finish", "silence_stdout"]
+__all__ = ["fail", "finish", "hide", "say", "scrub", "silence_stdout"]
+
+_SECRETS: list[str] = []  # longest first, so a password is hidden before a part of it
+
+
+def hide(*secrets: str | None) -> None:
+    """Never print these (an API key, a URL's user-info and password), in any message."""
+    for secret in secrets:
+        if secret and secret not in _SECRETS:
+            _SECRETS.append(secret)
+    _SECRETS.sort(key=len, reverse=True)
+
+
+def scrub(text: str) -> str:
+    """``text`` with the known secrets and the user-info of every URL in it masked."""
+    from ..text import mask_secrets, redact
+
+    return redact(mask_secrets(text), _SECRETS)
+
+
+def say(line: str) -> None:
+    """One line on stderr, scrubbed and inert."""
+    from ..text import inert
+
+    sys.stderr.write(inert(scrub(line)) + "\n")
+    sys.stderr.flush()
 
 
 def finish(outcome: Outcome, writer: Writer | None, debug: bool) -> None:
@@ -36,18 +66,18 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
         silence_stdout()  # nothing more can be written there, not even at exit
         writer = None
     status = exc.exit_status
+    message = scrub(str(exc))
     if writer is not None:
         try:
-            writer.error(str(exc), status)
-        except BrokenPipeError:
+            writer.error(message, status)
+        except (BrokenPipeError, OutputError):  # stdout gone or full: the error below still counts
             silence_stdout()
     if debug:
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
-    message = str(exc) if isinstance(exc, Interrupted) else f"error: {exc}"
-    sys.stderr.write(f"koala: {message}\n")
-    sys.stderr.flush()
+        for line in "".join(traceback.format_exception(exc)).splitlines():
+            say(line)
+    say(f"koala: {message}" if isinstance(exc, Interrupted) else f"koala: error: {message}")
     raise typer.Exit(status)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import OutputError, UsageError
-from .exits import fail
+from .exits import fail, say
 
 __all__ = ["notice", "read_stdin", "write_out"]
 
@@ -43,6 +43,5 @@ def write_out(text: str) -> None:
 
 
 def notice(message: str) -> None:
-    """One line on stderr, for retries and statistics."""
-    sys.stderr.write(f"koala: {message}\n")
-    sys.stderr.flush()
+    """One line on stderr, for retries and statistics: secrets masked, a server's words inert."""
+    say(f"koala: {message}")
