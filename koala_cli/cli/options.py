@@ -197,24 +197,12 @@ class ConnectionOptions:
     ) -> "Connection":
         """The validated ``Connection``, its key from the first source that has one (see
         ``koala_cli.keys``); a key command runs only when ``send`` (not for ``--dry-run``)."""
-        from urllib.parse import urlsplit
-
         from ..providers import load_provider
-        from ..text import mask_secrets
         from ..turn import Connection
 
-        base_url, proxy, api_key = self.base_url, self.proxy, self.api_key
-        if base_url is not None and not base_url.lower().startswith(("http://", "https://")):
-            raise UsageError(f"--base-url must start with http:// or https://, not {mask_secrets(base_url)!r}")
-        for option, url in (("--base-url", base_url), ("--proxy", proxy)):
-            if url is not None:
-                check_text(option, url)
-                try:
-                    urlsplit(url).port  # noqa: B018 - parsing is the check: a port above 65535 raises
-                except ValueError as exc:
-                    raise UsageError(f"{option} {mask_secrets(url)!r}: {exc}") from None
-        if api_key is not None and not (api_key.isascii() and api_key.isprintable()):
-            raise UsageError("the API key must be printable ASCII (it is not shown here)")
+        base_url = None if self.base_url is None else check_url("--base-url", self.base_url)
+        proxy = None if self.proxy is None else check_url("--proxy", self.proxy)
+        check_env_proxies()
         if self.retries < 0:
             raise UsageError(f"--retries must be 0 or more, not {self.retries}")
         chosen = load_provider(self.provider)
@@ -250,7 +238,70 @@ class ConnectionOptions:
         )
         if source.command is not None and not send:
             return "(from api_key_cmd)"  # shown masked; the command runs only for a real request
-        return source.get()
+        return check_key(source.describe, source.get())
+
+
+def check_key(source: str, key: str | None) -> str | None:
+    """A key as sent: surrounding whitespace (the CR of a CRLF ``.env`` file) stripped, then
+    printable ASCII or a usage error that names where it came from -- never the key itself."""
+    from .exits import hide
+
+    if key is None:
+        return None
+    hide(key, key.strip())
+    key = key.strip()
+    if not (key.isascii() and key.isprintable()):
+        raise UsageError(f"the API key from {source} must be printable ASCII (it is not shown here)")
+    return key or None
+
+
+def check_url(option: str, url: str) -> str:
+    """A URL httpx can use, its host in ASCII (punycode); its credentials are never shown."""
+    from urllib.parse import urlsplit
+
+    from ..text import ascii_host_url, mask_url, url_secrets
+    from .exits import hide
+
+    hide(*url_secrets(url))
+    check_text(option, url)
+    shown = mask_url(url)
+    if option == "--base-url" and not url.lower().startswith(("http://", "https://")):
+        raise UsageError(f"--base-url must start with http:// or https://, not {shown!r}")
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing is the check: a port above 65535 raises
+    except ValueError:  # its message may quote a part of the password
+        raise UsageError(
+            f"{option} {shown!r} is not a valid URL: a port must be a number up to 65535, and a password"
+            " holding '/', '?' or '#' must be percent-encoded"
+        ) from None
+    try:
+        return ascii_host_url(url)
+    except ValueError as exc:
+        raise UsageError(f"{option} {shown!r}: {exc}") from None
+
+
+def check_env_proxies() -> None:
+    """Proxies from the environment: their credentials are secrets too, and one that httpx
+    would use but cannot parse is refused like a bad --proxy, naming its variable."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies
+
+    from ..text import mask_url, url_secrets
+    from .exits import hide
+
+    proxies = getproxies()
+    for url in proxies.values():
+        hide(*url_secrets(url))
+    if "*" in (host.strip() for host in proxies.get("no", "").split(",")):
+        return  # httpx uses none of them
+    for scheme, url in proxies.items():
+        try:
+            urlsplit(url).port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise UsageError(
+                f"{scheme.upper()}_PROXY {mask_url(url)!r} is not a valid URL: a port must be a number up to"
+                " 65535, and a password holding '/', '?' or '#' must be percent-encoded"
+            ) from None
 
 
 Command = TypeVar("Command", bound=Callable[..., Any])
