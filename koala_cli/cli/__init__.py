@@ -4,14 +4,19 @@ the environment and the exit status.  ``main`` is the process entry point of ``k
 ``koala --version`` is answered before Typer is even imported; everything else goes to the
 Typer app (``app``), whose requests import httpx, anyio and the providers only when they
 run.  Click's multi-line usage errors become one ``koala: error:`` line here.
+
+Before anything else ``main`` makes the process's standard streams safe to use whatever the
+environment: a closed or write-only stdin reads as empty, a terminal whose encoding is not
+UTF-8 gets ASCII stand-ins instead of an encoding error, and a stderr whose reader has gone
+behaves as ``2>&-`` (the exit status stays the one the outcome deserves).
 """
 
 from __future__ import annotations
 
-import gc
+import codecs
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from .. import __version__
 from ..errors import ExitStatus
@@ -20,14 +25,12 @@ from ..errors import ExitStatus
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``koala`` with ``argv`` (default: the process arguments) and exit."""
     args = sys.argv[1:] if argv is None else argv
-    if sys.stderr is None:  # `2>&-`: errors go nowhere, but they still decide the exit status
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    _prepare_streams()
     if sys.stdout is None:
         sys.stderr.write("koala: error: standard output is closed\n")
         sys.exit(ExitStatus.ERROR)
     if args == ["--version"]:
-        sys.stdout.write(f"koala {__version__}\n")
-        sys.exit(ExitStatus.OK)
+        _version()
     try:
         _run(args)
     except KeyboardInterrupt:  # Ctrl-C before any signal handling of ours was in place
@@ -35,27 +38,138 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(ExitStatus.SIGINT)
 
 
+def _prepare_streams() -> None:
+    """Standard streams koala can use whatever state the process was started in."""
+    if sys.stderr is None:  # `2>&-`: errors go nowhere, but they still decide the exit status
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    _readable_stdin()
+    codecs.register_error(_ASCII_FALLBACK, _ascii_fallback)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure") and not _encodes(stream, "\u2026\u2500"):
+            stream.reconfigure(errors=_ASCII_FALLBACK)
+    sys.stderr = cast(TextIO, _QuietStderr(sys.stderr))
+
+
+def _readable_stdin() -> None:
+    """A closed stdin (`<&-`) or one open for writing only reads as empty: /dev/null takes fd 0."""
+    import fcntl
+
+    try:
+        unusable = sys.stdin is None or fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    except OSError:
+        unusable = True
+    if not unusable:
+        return
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    if devnull != 0:
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    if sys.stdin is None:
+        sys.stdin = open(0, encoding="utf-8", errors="surrogateescape", closefd=False)  # noqa: SIM115
+
+
+_ASCII_FALLBACK = "koala.ascii"
+_STAND_INS = {
+    "\u2026": "...",
+    "\u2500": "-",
+    "\u2014": "--",
+    "\u2013": "-",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+}
+
+
+def _encodes(stream: TextIO, sample: str) -> bool:
+    try:
+        sample.encode(stream.encoding or "ascii", stream.errors or "strict")
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def _ascii_fallback(error: UnicodeError) -> tuple[str, int]:
+    """An encoding error handler for a terminal that is not UTF-8: ASCII stand-ins for the
+    punctuation koala prints itself (the ``…`` continuation prompt), escapes for the rest."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    text = error.object[error.start : error.end]
+    return "".join(_STAND_INS.get(c, c.encode("ascii", "backslashreplace").decode()) for c in text), error.end
+
+
+class _QuietStderr:
+    """stderr that, once its reader has gone, behaves as ``2>&-``: nothing it fails to write
+    changes what koala does or its exit status."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._gone()
+
+    def _gone(self) -> None:
+        try:  # what is still buffered drains into /dev/null from now on
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _version() -> NoReturn:
+    try:
+        sys.stdout.write(f"koala {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(ExitStatus.SIGPIPE)
+    except OSError as exc:
+        _silence_stdout()
+        sys.stderr.write(f"koala: error: cannot write the output: {exc.strerror or exc}\n")
+        sys.exit(ExitStatus.ERROR)
+    sys.exit(ExitStatus.OK)
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _run(args: list[str]) -> NoReturn:
     import typer
 
     # Typer vendors click (koala pins typer below 0.29): its usage errors live here.
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    from typer._click.utils import PacifyFlushWrapper
 
     from .app import app
-    from .exits import silence_stdout
+    from .exits import say, silence_stdout
 
     command = typer.main.get_command(app)
-    # What start-up made lives until exit: keep it out of the cyclic collector's full passes,
-    # which otherwise walk it again and again while a large history is parsed.
-    gc.freeze()
     try:
         status = command.main(args=args, prog_name="koala", standalone_mode=False)
+        sys.stdout.flush()  # help text still buffered: its failure is reported here, not at exit
     except NoArgsIsHelpError as exc:  # `koala history`: its help, on stderr
         sys.stderr.write(exc.format_message() + "\n")
         sys.exit(ExitStatus.USAGE)
     except UsageError as exc:
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        sys.stderr.write(f"koala: error: {exc.format_message()}{where}\n")
+        say(f"koala: error: {exc.format_message()}{where}")
         sys.exit(ExitStatus.USAGE)
     except BrokenPipeError:
         silence_stdout()
@@ -64,4 +178,9 @@ def _run(args: list[str]) -> NoReturn:
         silence_stdout()
         sys.stderr.write(f"koala: error: cannot write the output: {exc.strerror or exc}\n")
         sys.exit(ExitStatus.ERROR)
+    except SystemExit as exit_:
+        if isinstance(sys.stdout, PacifyFlushWrapper):  # click's own answer to EPIPE is exit 1
+            silence_stdout()
+            sys.exit(ExitStatus.SIGPIPE)
+        raise exit_ from None
     sys.exit(status if isinstance(status, int) else 0)
