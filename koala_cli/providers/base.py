@@ -3,13 +3,15 @@ request a provider would send (stdlib only)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..messages import Message
+from ..errors import UsageError
+from ..messages import ROLES, Message
 
-__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "RequestSpec"]
+__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "RequestSpec", "check_request"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,43 @@ class ProviderModelMixin:
         if not name:
             return cls.default_model
         return cls.model_aliases.get(name, name)
+
+
+def check_request(
+    model: object, messages: object, *, retries: object, timeout: object, api_key: object, base_url: object
+) -> tuple[str | None, str | None]:
+    """Misuse of the library is a ``UsageError`` before anything is sent, never a ``KeyError``
+    or ``TypeError`` from deep inside.  Returns the key as sent (surrounding whitespace
+    stripped) and the base URL with its host in ASCII (punycode)."""
+    from ..text import ascii_host_url
+
+    if model is not None and not isinstance(model, str):
+        raise UsageError(f"the model must be a string, not {type(model).__name__}")
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise UsageError("messages must be a non-empty list of {'role': ..., 'content': ...} mappings")
+    for number, message in enumerate(messages, 1):
+        if not isinstance(message, Mapping):
+            raise UsageError(f"message {number} is not a mapping but {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or role not in ROLES:
+            raise UsageError(f"message {number}: the role must be one of {', '.join(sorted(ROLES))}")
+        if not isinstance(content, str):
+            raise UsageError(f"message {number}: the content must be a string")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise UsageError(f"retries must be a whole number, 0 or more, not {retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if api_key is not None:
+        if not isinstance(api_key, str):
+            raise UsageError(f"the API key must be a string, not {type(api_key).__name__}")
+        api_key = api_key.strip()
+        if not (api_key.isascii() and api_key.isprintable()):
+            raise UsageError("the API key must be printable ASCII (it is not shown here)")
+    if base_url is not None:
+        if not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://")):
+            raise UsageError("the base URL must be a string starting with http:// or https://")
+        try:
+            base_url = ascii_host_url(base_url)
+        except ValueError as exc:
+            raise UsageError(f"the base URL cannot be used: {exc}") from None
+    return api_key or None, base_url

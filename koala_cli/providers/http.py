@@ -16,9 +16,9 @@ import httpx
 from ..answers import answer_batches, event_batches, host_of
 from ..errors import KoalaError, UsageError
 from ..messages import Message
-from ..text import mask_secrets
+from ..text import ascii_host_url, mask_secrets, mask_url, url_secrets
 from ..transport import RetryHook, make_client, redact, send, translate_error
-from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec
+from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec, check_request
 
 __all__ = ["HTTPStreamProvider"]
 
@@ -64,7 +64,10 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         options: Mapping[str, object] | None = None,
     ) -> RequestSpec:
         """The request for a conversation; pure, so ``--dry-run`` can show it."""
-        base = base_url or cls.url
+        try:
+            base = ascii_host_url(base_url or cls.url)  # Origin and Referer are ASCII too
+        except ValueError as exc:
+            raise UsageError(f"the base URL cannot be used: {exc}") from None
         headers = cls.headers(base, web_search=web_search)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -113,6 +116,9 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         Writers that flush once per list keep every chunk as fresh as its bytes while paying
         for one system call per read instead of one per chunk.
         """
+        api_key, base_url = check_request(
+            model, messages, retries=retries, timeout=timeout, api_key=api_key, base_url=base_url
+        )
         spec = cls.request_spec(
             model, messages, base_url=base_url, web_search=web_search, api_key=api_key, options=options
         )
@@ -132,10 +138,10 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
                     timeout=timeout,
                 )
             except httpx.InvalidURL as exc:
-                raise UsageError(f"invalid URL {mask_secrets(spec.url)!r}: {exc}") from None
+                raise UsageError(f"invalid URL {mask_url(spec.url)!r}: {mask_secrets(str(exc))}") from None
             host = host_of(request.url)
             if proxy and not callers_client:
-                host = f"{host} (via proxy {mask_secrets(proxy)})"
+                host = f"{host} (via proxy {mask_url(proxy)})"
             try:
                 response = await send(client, request, host, timeout, retries, on_retry)
                 stack.push_async_callback(response.aclose)
@@ -147,7 +153,8 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
                 except httpx.HTTPError as exc:
                     raise translate_error(exc, host, timeout, mid_reply=started) from exc
             except KoalaError as exc:
-                redact(exc, api_key)
+                for secret in (api_key, *url_secrets(proxy or ""), *url_secrets(base_url or "")):
+                    redact(exc, secret)
                 raise
 
     @staticmethod
