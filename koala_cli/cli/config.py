@@ -116,6 +116,10 @@ def show(
     order = list(_ORDER)
     for name, setting in sorted(settings.settings.items(), key=lambda item: order.index(item[0])):
         value = "***" if name == "api_key" else setting.value
+        if name in ("base_url", "proxy") and isinstance(value, str):
+            from ..text import mask_url
+
+            value = mask_url(value)  # a URL's credentials are shown as *** too
         shown[name] = (value, setting.source)
     profile_source = (
         "-p" if profile is not None else "KOALA_PROFILE" if os.environ.get("KOALA_PROFILE") else "[default]"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 import subprocess
 
 import pytest
@@ -231,3 +232,17 @@ def test_batch_retry_notices_are_inert(server: StandIn) -> None:
     assert result.returncode == 0, result.stderr
     assert b"pwned" in result.stderr
     assert_inert(result.stderr)
+
+
+@pytest.mark.parametrize("password", ["hun@ter2", "hun ter2", "hun:ter2"])
+def test_config_show_masks_url_credentials(tmp_path: Path, password: str) -> None:
+    config = tmp_path / ".config" / "koala"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text(f'[default]\nproxy = "http://bob:{password}@127.0.0.1:1"\n')
+    env = environ(KOALA_BASE_URL=f"http://bob:{password}@127.0.0.1:2", HOME=str(tmp_path))
+    env.pop("XDG_CONFIG_HOME", None)
+    for json_flag in ([], ["--json"]):
+        result = koala("config", "show", *json_flag, env=env)
+        assert result.returncode == 0, result.stderr
+        assert b"127.0.0.1:1" in result.stdout and b"127.0.0.1:2" in result.stdout
+        assert not leaked(result), result.stdout
