@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import KOALA
