@@ -202,7 +202,7 @@ def test_stalled_stream_times_out(server: StandIn) -> None:
     gate = threading.Event()
     server.push(Script([sse("first"), gate]))
     try:
-        result = ask(server, "--timeout", "0.5", "hi")
+        result = ask(server, "--timeout", "0.3", "hi")
     finally:
         gate.set()
     assert result.returncode == 3
