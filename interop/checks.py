@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,11 @@ class Programs:
     def stop_all(self) -> None:
         for proc in list(self.running):
             self.stop(proc)
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def free_port() -> int:
@@ -221,7 +226,9 @@ def koala_standin() -> tuple[_Server, list[dict[str, str]]]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
-            seen.append({**{k.lower(): v for k, v in self.headers.items()}, "path": self.path, "input": body.get("input")})
+            seen.append(
+                {**{k.lower(): v for k, v in self.headers.items()}, "path": self.path, "input": body.get("input")}
+            )
             if self.path != "/api/gpt/":
                 self.send_error(404)
                 return
@@ -313,7 +320,7 @@ class Run:
 
     def report(self, name: str, why: str | None) -> None:
         self.results.append((name, why))
-        print(f"PASS {name}" if why is None else f"FAIL {name}: {why}", flush=True)
+        say(f"PASS {name}" if why is None else f"FAIL {name}: {why}")
 
     def skip_all(self, names: list[str], why: str) -> None:
         for name in names:
@@ -476,9 +483,7 @@ def litellm_checks(run: Run) -> None:
         env=env,
     )  # fmt: skip
     try:
-        wait_until(
-            lambda: http_get(f"{base}/health/liveliness", 5)[0] == 200, proc, 240, "the LiteLLM proxy"
-        )
+        wait_until(lambda: http_get(f"{base}/health/liveliness", 5)[0] == 200, proc, 240, "the LiteLLM proxy")
         ask = ("ask", "--provider", "openai", "--base-url", base, "--api-key", key, "--retries", "0")
 
         def simple() -> None:
@@ -632,7 +637,8 @@ def llama_checks(run: Run) -> None:
                 done = run.koala.run(*ask, "-m", model, "-H", str(history), "-s", "Answer in one word.", "q2")
                 expect_exact(done, reference or "")
                 expect(
-                    history_lines(history) == [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", reference)],
+                    history_lines(history)
+                    == [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", reference)],
                     f"history {history_lines(history)}",
                 )
 
@@ -734,10 +740,10 @@ def main() -> int:
     finally:
         run.programs.stop_all()
     failed = [name for name, why in run.results if why is not None]
-    print(f"\n{len(run.results) - len(failed)} passed, {len(failed)} failed in {time.monotonic() - started:.0f} s")
-    print("versions:")
+    say(f"\n{len(run.results) - len(failed)} passed, {len(failed)} failed in {time.monotonic() - started:.0f} s")
+    say("versions:")
     for name, version in versions(run).items():
-        print(f"  {name}: {version}")
+        say(f"  {name}: {version}")
     return 1 if failed else 0
 
 

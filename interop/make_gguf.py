@@ -19,6 +19,7 @@ Files written into DIR:
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def write(path: Path, *, loop: bool, template: str | None) -> None:
     n_vocab = len(tokens)
     assert n_vocab <= N_EMBD
     first = tokens.index(WORDS[0])
-    chain = {tokens.index(w): tokens.index(n) for w, n in zip(WORDS, WORDS[1:], strict=False)}
+    chain = {tokens.index(w): tokens.index(n) for w, n in itertools.pairwise(WORDS)}
     chain[tokens.index(WORDS[-1])] = first if loop else 2  # 2 is </s>
 
     writer = GGUFWriter(str(path), "llama")
