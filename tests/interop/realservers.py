@@ -19,7 +19,7 @@ An unknown model answers HTTP 404 with an OpenAI-style JSON error.
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # aiohttp runs only on asyncio (a test server, not the library)
 import contextlib
 import json
 import socket
