@@ -423,10 +423,11 @@ LITELLM_CHECKS = [
     "litellm: koala models --provider openai lists the proxy's models",
     "litellm: error before the first chunk (mock_streaming_error)",
     "litellm: upstream failure mid-stream (error event)",
+    "litellm -> llama-cpp: finish_reason length (max_tokens 5) gives a notice",
 ]
 
 
-def litellm_checks(run: Run) -> None:
+def litellm_checks(run: Run, llama: str | None) -> None:
     if not run.wanted(LITELLM_CHECKS):
         return
     if not Path(run.args.litellm).exists():
@@ -452,6 +453,12 @@ def litellm_checks(run: Run) -> None:
         f"      api_base: {upstream_base}\n"
         "      api_key: sk-local-upstream\n"
         "      max_retries: 0\n"
+        "  - model_name: llama-length\n"
+        "    litellm_params:\n"
+        "      model: openai/tiny-loop\n"
+        f"      api_base: {llama or 'http://127.0.0.1:9'}/v1\n"
+        "      api_key: none\n"
+        "      max_tokens: 5\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
         "  num_retries: 0\n"
@@ -533,13 +540,25 @@ def litellm_checks(run: Run) -> None:
             )
             expect(not history.exists(), "the failed turn was saved")
 
-        for name, fn in zip(LITELLM_CHECKS, (simple, records, two_turns, models, error_start, error_mid), strict=True):
+        def length() -> None:
+            expect(llama is not None, "the llama-cpp-python server is not running")
+            history = run.tmp("litellm-length.jsonl")
+            done = run.koala.run(*ask, "-m", "llama-length", "-H", str(history), "hi")
+            words = done.stdout.split()
+            expect(
+                done.returncode == 0 and words == (LLAMA_REPLY.split() * 2)[:5],
+                f"expected the first five words of the chain and exit 0; got {outcome(done)}",
+            )
+            expect("length" in done.stderr, f"no notice of finish_reason length on stderr; got {outcome(done)}")
+
+        checks = (simple, records, two_turns, models, error_start, error_mid, length)
+        for name, fn in zip(LITELLM_CHECKS, checks, strict=True):
             run.check(name, fn)
     except Exception as exc:
         tail = run.programs.log("litellm")[-600:].replace("\n", " | ")
         run.skip_all([n for n in LITELLM_CHECKS if n not in dict(run.results)], f"setup failed: {exc}; log: {tail}")
     finally:
-        run.programs.stop_all()
+        run.programs.stop(proc)
         upstream.shutdown()
         upstream.server_close()
 
@@ -554,7 +573,7 @@ LLAMA_CHECKS = [
     "llama-cpp: batch, one job at a time",
     "llama-cpp: chat_format llama-2 with -H and -s",
     "llama-cpp: strict chat template (Llama-2-chat) with -H and -s",
-    "llama-cpp: finish_reason length gives a notice",
+    "llama-cpp: a reply cut at a full context (no finish_reason, no [DONE]) is not saved",
     "llama-cpp: a stream cut by another request is not saved",
 ]
 
@@ -564,14 +583,12 @@ def read_some(fd: int, timeout: float) -> bytes:
     return os.read(fd, 65536) if ready else b""
 
 
-def llama_checks(run: Run) -> None:
-    if not run.wanted(LLAMA_CHECKS):
-        return
+def start_llama(run: Run) -> str:
+    """llama-cpp-python's server with the tiny models, one alias each; its base URL."""
     python = Path(run.args.llama_python)
     models = Path(run.args.models)
     if not python.exists() or not (models / "tiny-stop.gguf").exists():
-        run.skip_all(LLAMA_CHECKS, f"not built: {python} or {models}/tiny-stop.gguf")
-        return
+        raise RuntimeError(f"not built: {python} or {models}/tiny-stop.gguf")
     port = free_port()
     common = {"n_threads": 1, "n_threads_batch": 1, "verbose": False, "n_batch": 64}
     config = {
@@ -594,6 +611,19 @@ def llama_checks(run: Run) -> None:
     proc = run.programs.start("llama-cpp", [str(python), "-m", "llama_cpp.server", "--config_file", str(config_path)])
     try:
         wait_until(lambda: http_get(f"{base}/v1/models", 5)[0] == 200, proc, 120, "the llama-cpp-python server")
+    except Exception as exc:
+        tail = run.programs.log("llama-cpp")[-600:].replace("\n", " | ")
+        raise RuntimeError(f"{exc}; log: {tail}") from exc
+    return base
+
+
+def llama_checks(run: Run, base: str | None, failure: str) -> None:
+    if not run.wanted(LLAMA_CHECKS):
+        return
+    if base is None:
+        run.skip_all(LLAMA_CHECKS, f"setup failed: {failure}")
+        return
+    try:
         ask = ("ask", "--provider", "openai", "--base-url", base, "--retries", "0", "--timeout", "120")
         # the reference: the same question without koala, not streamed
         status, raw = http_post(
@@ -644,15 +674,21 @@ def llama_checks(run: Run) -> None:
 
             return check
 
-        def length() -> None:
-            history = run.tmp("llama-length.jsonl")
+        def full_context() -> None:
+            history = run.tmp("llama-full.jsonl")
             done = run.koala.run(*ask, "-m", "tiny-loop", "-H", str(history), "hi")
             words = done.stdout.split()
             expect(
-                done.returncode == 0 and len(words) > 20 and set(words) <= set(LLAMA_REPLY.split()),
+                len(words) > 20 and set(words) <= set(LLAMA_REPLY.split()),
                 f"expected the looping words until the context is full; got {outcome(done)}",
             )
-            expect("length" in done.stderr, f"no notice of finish_reason length on stderr; got {outcome(done)}")
+            saved = history_lines(history)
+            expect(
+                done.returncode not in (0, 1) and not saved,
+                "the server ended the stream without a finish_reason (or [DONE]); expected a failure and nothing "
+                f"saved; got exit {done.returncode}, {len(words)} words on stdout, "
+                f"stderr {done.stderr.strip()[:300]!r}, {len(saved)} lines saved",
+            )
 
         def cut() -> None:
             history = run.tmp("llama-cut.jsonl")
@@ -682,14 +718,11 @@ def llama_checks(run: Run) -> None:
                 f"{len(saved)} lines saved",
             )
 
-        checks = (simple, records, two_turns, batch, with_system("tiny"), with_system("tiny-strict"), length, cut)
+        checks = (simple, records, two_turns, batch, with_system("tiny"), with_system("tiny-strict"), full_context, cut)
         for name, fn in zip(LLAMA_CHECKS, checks, strict=True):
             run.check(name, fn)
     except Exception as exc:
-        tail = run.programs.log("llama-cpp")[-600:].replace("\n", " | ")
-        run.skip_all([n for n in LLAMA_CHECKS if n not in dict(run.results)], f"setup failed: {exc}; log: {tail}")
-    finally:
-        run.programs.stop_all()
+        run.skip_all([n for n in LLAMA_CHECKS if n not in dict(run.results)], f"setup failed: {exc}")
 
 
 # --- versions -----------------------------------------------------------------------------------
@@ -735,8 +768,14 @@ def main() -> int:
     started = time.monotonic()
     try:
         proxy_checks(run)
-        litellm_checks(run)
-        llama_checks(run)
+        llama, failure = None, ""
+        if run.wanted(LLAMA_CHECKS + LITELLM_CHECKS[-1:]):
+            try:
+                llama = start_llama(run)
+            except Exception as exc:
+                failure = str(exc)
+        litellm_checks(run, llama)
+        llama_checks(run, llama, failure)
     finally:
         run.programs.stop_all()
     failed = [name for name, why in run.results if why is not None]

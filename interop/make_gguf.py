@@ -70,7 +70,7 @@ def write(path: Path, *, loop: bool, template: str | None) -> None:
 
     writer = GGUFWriter(str(path), "llama")
     writer.add_name(path.stem)
-    writer.add_context_length(4096)
+    writer.add_context_length(32768)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
     writer.add_feed_forward_length(N_FF)
