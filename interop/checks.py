@@ -573,6 +573,7 @@ LLAMA_CHECKS = [
     "llama-cpp: batch, one job at a time",
     "llama-cpp: chat_format llama-2 with -H and -s",
     "llama-cpp: strict chat template (Llama-2-chat) with -H and -s",
+    "llama-cpp: finish_reason length (--max-tokens 5) gives a notice",
     "llama-cpp: a reply cut at a full context (no finish_reason, no [DONE]) is not saved",
     "llama-cpp: a stream cut by another request is not saved",
 ]
@@ -674,6 +675,15 @@ def llama_checks(run: Run, base: str | None, failure: str) -> None:
 
             return check
 
+        def length() -> None:
+            history = run.tmp("llama-length.jsonl")
+            done = run.koala.run(*ask, "-m", "tiny-loop", "--max-tokens", "5", "-H", str(history), "hi")
+            expect(
+                done.returncode == 0 and done.stdout.split() == (LLAMA_REPLY.split() * 2)[:5],
+                f"expected the first five words of the chain and exit 0; got {outcome(done)}",
+            )
+            expect("length" in done.stderr, f"no notice of finish_reason length on stderr; got {outcome(done)}")
+
         def full_context() -> None:
             history = run.tmp("llama-full.jsonl")
             done = run.koala.run(*ask, "-m", "tiny-loop", "-H", str(history), "hi")
@@ -718,7 +728,17 @@ def llama_checks(run: Run, base: str | None, failure: str) -> None:
                 f"{len(saved)} lines saved",
             )
 
-        checks = (simple, records, two_turns, batch, with_system("tiny"), with_system("tiny-strict"), full_context, cut)
+        checks = (
+            simple,
+            records,
+            two_turns,
+            batch,
+            with_system("tiny"),
+            with_system("tiny-strict"),
+            length,
+            full_context,
+            cut,
+        )
         for name, fn in zip(LLAMA_CHECKS, checks, strict=True):
             run.check(name, fn)
     except Exception as exc:
