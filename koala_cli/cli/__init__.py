@@ -36,6 +36,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:  # Ctrl-C before any signal handling of ours was in place
         sys.stderr.write("koala: interrupted by SIGINT\n")
         sys.exit(ExitStatus.SIGINT)
+    except ModuleNotFoundError as exc:
+        if exc.name != "fcntl":
+            raise
+        # Windows: the file locks of histories and logs need fcntl; --help and --dry-run of a
+        # plain ask work, the rest says so in one line.
+        sys.stderr.write("koala: error: this system has no fcntl (file locking); koala needs Linux, macOS or WSL\n")
+        sys.exit(ExitStatus.ERROR)
 
 
 def _prepare_streams() -> None:

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,10 +14,12 @@ from .options import (
     ConnectionOptions,
     Continue,
     Debug,
+    LogOptions,
     SamplingOptions,
     TurnOptions,
     check_text,
     expand_options,
+    outcome_status,
 )
 from .runner import run_guarded
 from .settings import settings_of
@@ -75,6 +78,7 @@ def ask(
     stats: Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")] = False,
     connection: ConnectionOptions = ConnectionOptions(),
     sampling: SamplingOptions = SamplingOptions(),
+    logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
     from ..output import JsonWriter, TextWriter
@@ -100,6 +104,7 @@ def ask(
         if dry_run:
             _dry_run(options, json_output)
             return
+        log = logging.path()
     except KoalaError as exc:
         fail(exc, writer, debug)
     if json_output and options.connection.options:  # the start record echoes them
@@ -110,7 +115,23 @@ def ask(
         from ..last import RecordingWriter
 
         writer = RecordingWriter(writer, recording)
+    started, clock = time.time(), time.monotonic()
     outcome = run_guarded(lambda: run_ask(options, writer, notice))
+    reply = outcome.value if outcome.error is None and outcome.signal is None else None
+    logging.write(
+        log,
+        command="ask",
+        profile=settings.profile,
+        link=options.connection,
+        model=options.model,
+        prompt=options.prompt,
+        system=options.system,
+        started=started,
+        elapsed_s=time.monotonic() - clock,
+        exit_status=outcome_status(outcome),
+        chars_out=reply.chars if reply is not None else 0,
+        usage=getattr(reply, "usage", None),
+    )
     if recording is not None and (outcome.error is not None or outcome.signal is not None):
         recording.discard()
     finish(outcome, writer, debug)

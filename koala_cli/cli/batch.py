@@ -1,6 +1,7 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -8,7 +9,7 @@ import typer
 
 from ..errors import KoalaError, UsageError, exit_status_help
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, SamplingOptions, TurnOptions, expand_options
+from .options import ConnectionOptions, Debug, LogOptions, SamplingOptions, TurnOptions, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice
@@ -48,6 +49,7 @@ def batch(
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
     sampling: SamplingOptions = SamplingOptions(),
+    logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
     import json
@@ -58,8 +60,10 @@ def batch(
     try:
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
-        link = connection.resolve(settings_of(ctx), sampling=sampling)
+        settings = settings_of(ctx)
+        link = connection.resolve(settings, sampling=sampling)
         system = turn.system_text()
+        log = logging.path()
         name, data = _input(file)
         jobs = list(parse_jobs(data, name, lines=lines))
         if resume is not None and resume.exists():
@@ -71,9 +75,28 @@ def batch(
     out = GuardedStream(sys.stdout.buffer)
     show_progress = sys.stderr.isatty()
 
+    sent = {json.dumps(j.id, sort_keys=True): j for j in jobs if not isinstance(j, BadJob)}
+
     def emit(result: dict[str, Any]) -> None:
         out.write((json.dumps(result, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
         out.flush()
+        job = sent.get(json.dumps(result.get("id"), sort_keys=True)) if log is not None else None
+        if job is not None and "line" not in result:  # a request was sent for it
+            elapsed = (result.get("elapsed_ms") or 0) / 1000
+            logging.write(
+                log,
+                command="batch",
+                profile=settings.profile,
+                link=link,
+                model=result.get("model") or job.model or turn.model,
+                prompt=job.prompt,
+                system=job.system if job.system is not None else system,
+                started=time.time() - elapsed,
+                elapsed_s=elapsed,
+                exit_status=0 if result.get("ok") else int(result.get("error", {}).get("exit_status", 1)),
+                chars_out=len(result.get("text") or ""),
+                usage=result.get("usage"),
+            )
 
     def on_progress(progress: "Progress") -> None:
         if show_progress:

@@ -2,6 +2,7 @@
 
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,7 +10,17 @@ import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish
-from .options import ConnectionOptions, Continue, Debug, SamplingOptions, TurnOptions, check_text, expand_options
+from .options import (
+    ConnectionOptions,
+    Continue,
+    Debug,
+    LogOptions,
+    SamplingOptions,
+    TurnOptions,
+    check_text,
+    expand_options,
+    outcome_status,
+)
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, write_out
@@ -51,6 +62,7 @@ def chat(
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
     sampling: SamplingOptions = SamplingOptions(),
+    logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
     from ..history import check_writable, load_history
@@ -61,6 +73,7 @@ def chat(
             history = _continued(history)
         link = connection.resolve(settings, sampling=sampling)
         system = turn.system_text()
+        log = logging.path()
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
@@ -68,6 +81,7 @@ def chat(
         fail(exc, None, debug)
     session = _Session(link, prior, history, turn.model, system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
+    session.log = (logging, log, settings.profile)
     raise typer.Exit(session.loop())
 
 
@@ -95,6 +109,7 @@ class _Session:
         self.system = system
         self.debug = debug
         self.remember = False  # make the history the last conversation after its first saved turn
+        self.log: tuple[LogOptions, Path | None, str | None] = (LogOptions(), None, None)
         self.interactive = sys.stdin is not None and sys.stdin.isatty()
         self.failure: int | None = None  # piped: the first failed turn's status is the exit status
         self.line_number = 0
@@ -227,7 +242,24 @@ class _Session:
 
         messages = conversation(self.messages, self.system, text)
         writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
+        started, clock = time.time(), time.monotonic()
         outcome = run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, notice))
+        logging, log, profile = self.log
+        reply = outcome.value if outcome.error is None and outcome.signal is None else None
+        logging.write(
+            log,
+            command="chat",
+            profile=profile,
+            link=self.link,
+            model=self.model,
+            prompt=text,
+            system=self.system,
+            started=started,
+            elapsed_s=time.monotonic() - clock,
+            exit_status=outcome_status(outcome),
+            chars_out=reply.chars if reply is not None else 0,
+            usage=getattr(reply, "usage", None),
+        )
         if outcome.signal is not None:
             writer.error("interrupted", ExitStatus.for_signal(outcome.signal))
             if outcome.signal != signal.SIGINT or not self.interactive:
