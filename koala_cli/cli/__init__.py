@@ -59,7 +59,10 @@ def _prepare_streams() -> None:
 
 def _readable_stdin() -> None:
     """A closed stdin (`<&-`) or one open for writing only reads as empty: /dev/null takes fd 0."""
-    import fcntl
+    try:
+        import fcntl
+    except ImportError:  # Windows: no such check; what needs file locks says so itself
+        return
 
     try:
         unusable = sys.stdin is None or fcntl.fcntl(0, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
