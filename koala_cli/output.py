@@ -30,7 +30,11 @@ class Writer(Protocol):
 
 class GuardedStream:
     """A binary stream whose write failures are koala errors; a closed pipe stays
-    ``BrokenPipeError``, which ends koala quietly rather than as an error."""
+    ``BrokenPipeError``, which ends koala quietly rather than as an error.
+
+    A stream left non-blocking by whoever started koala (``O_NONBLOCK`` on a shared pipe) is
+    written as a blocking one would be: when it takes no more, koala waits until it does.
+    """
 
     __slots__ = ("_stream",)
 
@@ -39,7 +43,10 @@ class GuardedStream:
 
     def write(self, data: bytes) -> None:
         try:
-            self._stream.write(data)
+            try:
+                self._stream.write(data)
+            except BlockingIOError as exc:
+                self._finish(data[exc.characters_written :])
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -47,11 +54,32 @@ class GuardedStream:
 
     def flush(self) -> None:
         try:
-            self._stream.flush()
+            try:
+                self._stream.flush()
+            except BlockingIOError:
+                self._finish(b"")
         except BrokenPipeError:
             raise
         except OSError as exc:
             raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+    def _finish(self, rest: bytes) -> None:
+        """Wait until a non-blocking stream takes what is buffered, then ``rest``."""
+        import select
+
+        while True:
+            select.select([], [self._stream.fileno()], [])
+            try:
+                self._stream.flush()
+            except BlockingIOError:
+                continue
+            if not rest:
+                return
+            try:
+                self._stream.write(rest)
+                rest = b""
+            except BlockingIOError as exc:
+                rest = rest[exc.characters_written :]
 
 
 class TextWriter:

@@ -14,13 +14,14 @@ import resource
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import KOALA
-from standin import DROP, Script, StandIn, sse
+from standin import DROP, Repeat, Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
@@ -331,3 +332,45 @@ def test_non_ascii_key_is_a_usage_error_everywhere(server: StandIn) -> None:
         assert result.returncode == 2, result.stderr
         assert key.encode() not in result.stderr + result.stdout
     assert server.requests == []
+
+
+# --- a stdout left non-blocking by whoever started koala ------------------------------------
+
+
+def test_non_blocking_stdout_loses_nothing(server: StandIn) -> None:
+    """A parent may leave O_NONBLOCK on a shared pipe: a full pipe must mean waiting, not exit 1."""
+    import fcntl
+    import termios
+
+    server.push(Script([Repeat(sse("x" * 1000), 300)]))
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETFL, fcntl.fcntl(write_end, fcntl.F_GETFL) | os.O_NONBLOCK)
+    proc = subprocess.Popen(
+        [*KOALA, "ask", "--base-url", server.base_url, "--retries", "0", "hi"],
+        stdin=DEVNULL,
+        stdout=write_end,
+        stderr=PIPE,
+    )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + WAIT
+        waiting, before = bytearray(4), -1
+        while time.monotonic() < deadline:  # until the pipe is full and stays so: koala met EAGAIN
+            fcntl.ioctl(read_end, termios.FIONREAD, waiting)
+            now = int.from_bytes(waiting, sys.byteorder)
+            if (now >= 60_000 and now == before) or proc.poll() is not None:
+                break
+            before = now
+            select.select([], [], [], 0.05)
+        data = b""
+        while piece := os.read(read_end, 1 << 16):
+            data += piece
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=WAIT)
+        os.close(read_end)
+    no_traceback(err)
+    assert proc.returncode == 0, err
+    assert data == b"x" * 300_000 + b"\n"
