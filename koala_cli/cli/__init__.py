@@ -14,6 +14,7 @@ behaves as ``2>&-`` (the exit status stays the one the outcome deserves).
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import sys
 from typing import Any, NoReturn, TextIO, cast
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``koala`` with ``argv`` (default: the process arguments) and exit."""
     args = sys.argv[1:] if argv is None else argv
     _prepare_streams()
+    if "--debug" not in args and not os.environ.get("KOALA_DEBUG"):
+        # what Python can only report as "Exception ignored in ..." (an event loop that a
+        # lack of file descriptors left half-built) is not koala's message to print
+        sys.unraisablehook = lambda unraisable: None
     if sys.stdout is None:
         sys.stderr.write("koala: error: standard output is closed\n")
         sys.exit(ExitStatus.ERROR)
@@ -184,13 +189,42 @@ def _run(args: list[str]) -> NoReturn:
     except BrokenPipeError:
         silence_stdout()
         sys.exit(ExitStatus.SIGPIPE)
-    except OSError as exc:  # help or usage text that could not be written (disk full)
-        silence_stdout()
-        sys.stderr.write(f"koala: error: cannot write the output: {exc.strerror or exc}\n")
-        sys.exit(ExitStatus.ERROR)
+    except OSError as exc:
+        _system_failure(exc, args)
+    except BaseExceptionGroup as group:  # the same, inside a task group
+        errors, rest = group.split(OSError)
+        if errors is None or rest is not None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        _system_failure(first, args)
     except SystemExit as exit_:
         if isinstance(sys.stdout, PacifyFlushWrapper):  # click's own answer to EPIPE is exit 1
             silence_stdout()
             sys.exit(ExitStatus.SIGPIPE)
         raise exit_ from None
     sys.exit(status if isinstance(status, int) else 0)
+
+
+_WRITE_FAILURES = frozenset((errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
+
+
+def _system_failure(exc: BaseException, args: list[str]) -> NoReturn:
+    """The system refused something (help text on a full disk, no file descriptor left):
+    one line and status 1, never a traceback (unless --debug)."""
+    from .exits import say, silence_stdout
+
+    if "--debug" in args or os.environ.get("KOALA_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    error = exc if isinstance(exc, OSError) else OSError(str(exc))
+    if error.errno in _WRITE_FAILURES:
+        silence_stdout()
+        say(f"koala: error: cannot write the output: {error.strerror or error}")
+    elif error.errno in (errno.EMFILE, errno.ENFILE):
+        say(f"koala: error: {error.strerror} (see 'ulimit -n')")
+    else:
+        say(f"koala: error: {error.strerror or error}")
+    sys.exit(ExitStatus.ERROR)

@@ -83,6 +83,9 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
 
 def silence_stdout() -> None:
     """After a closed pipe, point stdout at /dev/null so the exit-time flush stays quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:  # no file descriptor left for /dev/null: nothing more can be done
+        pass

@@ -374,3 +374,26 @@ def test_non_blocking_stdout_loses_nothing(server: StandIn) -> None:
     no_traceback(err)
     assert proc.returncode == 0, err
     assert data == b"x" * 300_000 + b"\n"
+
+
+# --- almost no file descriptors -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [5, 6, 7, 8, 10])
+def test_too_few_file_descriptors_is_one_line(limit: int) -> None:
+    """Wherever the limit bites (the event loop, an import, the socket), one line, no traceback."""
+
+    def few_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    result = subprocess.run(
+        [*KOALA, "ask", "--base-url", "http://127.0.0.1:9", "--retries", "0", "hi"],
+        stdin=DEVNULL,
+        capture_output=True,
+        timeout=WAIT,
+        check=False,
+        preexec_fn=few_fds,
+    )
+    no_traceback(result.stderr)
+    assert result.returncode in (1, 3), result.stderr
+    assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"koala: error: "), result.stderr
