@@ -1,0 +1,111 @@
+"""The transport in process: backoff for any number of retries, which resolver failures are
+worth a retry, and failures while building the client, under asyncio and trio."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import anyio
+import pytest
+from standin import StandIn
+
+from koala_cli import Koala, NetworkError, UsageError
+from koala_cli.transport import MAX_RETRY_AFTER, backoff_delay
+
+# httpx's own inner generator, left to the GC once a reply ends at [DONE] (as pyproject notes).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object AsyncResponseStream.__aiter__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+BACKENDS = ["asyncio", "trio"]
+HI: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("attempt", [1, 10, 1025, 1100, 10**6, 10**30])
+def test_backoff_is_capped_for_any_attempt(attempt: int) -> None:
+    delay = backoff_delay(attempt)
+    assert MAX_RETRY_AFTER / 2 * (attempt > 10) <= delay <= MAX_RETRY_AFTER
+
+
+class Resolver:
+    """``socket.getaddrinfo`` for one made-up name: fails with ``errors`` in turn, then resolves
+    it to loopback; every other name goes to the real resolver."""
+
+    def __init__(self, name: str, *errors: int) -> None:
+        self.name = name
+        self.errors = list(errors)
+        self.calls = 0
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in (self.name, self.name.encode()):
+            return self.real(host, *args, **kwargs)
+        self.calls += 1
+        if self.errors:
+            code = self.errors.pop(0)
+            raise socket.gaierror(
+                code, {socket.EAI_AGAIN: "Temporary failure in name resolution"}.get(code, "Name or service not known")
+            )
+        return self.real("127.0.0.1", *args, **kwargs)
+
+
+def ask(url: str, backend: str, retries: int = 3) -> tuple[str, list[str]]:
+    notices: list[str] = []
+
+    async def main() -> str:
+        return await Koala.create_async("", HI, base_url=url, retries=retries, on_retry=notices.append, timeout=10)
+
+    return anyio.run(main, backend=backend), notices
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_temporary_resolver_failure_is_retried(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    resolver = Resolver("flaky.invalid", socket.EAI_AGAIN)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    port = server.base_url.rsplit(":", 1)[1]
+    text, notices = ask(f"http://flaky.invalid:{port}", backend)
+    assert text == "Hello, world"
+    assert resolver.calls == 2
+    assert len(notices) == 1 and "Temporary failure in name resolution" in notices[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("code", ["EAI_NONAME", "EAI_NODATA"])
+def test_a_name_that_does_not_exist_is_not_retried(
+    server: StandIn, monkeypatch: pytest.MonkeyPatch, backend: str, code: str
+) -> None:
+    if not hasattr(socket, code):
+        pytest.skip(f"no {code} here")
+    resolver = Resolver("nowhere.invalid", getattr(socket, code), getattr(socket, code))
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with pytest.raises(NetworkError) as caught:
+        ask("http://nowhere.invalid:9", backend)
+    assert resolver.calls == 1
+    assert "nowhere.invalid" in str(caught.value)
+    assert "(2 attempts)" not in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_running_out_of_file_descriptors_while_building_the_client_is_a_network_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, backend: str
+) -> None:
+    import ssl
+
+    def exhausted(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", exhausted)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    with pytest.raises(NetworkError, match="Too many open files"):
+        ask("https://127.0.0.1:9", backend, retries=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_missing_ssl_cert_file_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, backend: str) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(UsageError, match="SSL_CERT_FILE"):
+        ask("https://127.0.0.1:9", backend, retries=0)
