@@ -1,13 +1,22 @@
-"""Getting a request to the server: the client, retries with backoff and ``Retry-After``, and
-the one place where httpx's errors become koala's (see ``errors``)."""
+"""Getting a request to the server: the client (its TLS trust, its proxy, its idle timeout),
+retries with backoff and ``Retry-After``, and the one place where httpx's errors become
+koala's (see ``errors``).
+
+Not retried, because a retry cannot help: a TLS certificate koala cannot trust, a host name
+that does not exist, a proxy's refusal (407, or squid's 403), an unusable proxy URL.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import random
+import re
+import socket
 import ssl
 import time
-import urllib.request
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 
 import anyio
@@ -15,7 +24,9 @@ import httpx
 
 from .answers import raise_for_status
 from .errors import KoalaError, NetworkError, ProtocolError, ServiceError, TimeoutError, UsageError
-from .text import mask_secrets
+from .proxy import choose_proxy
+from .stopclock import stop_aware
+from .text import mask_secrets, mask_url, terminal_safe
 
 __all__ = [
     "RETRY_STATUSES",
@@ -23,6 +34,7 @@ __all__ = [
     "backoff_delay",
     "make_client",
     "parse_retry_after",
+    "proxy_of",
     "redact",
     "send",
     "translate_error",
@@ -31,6 +43,7 @@ __all__ = [
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
 BACKOFF_BASE = 0.5
+MAX_BACKOFF_EXPONENT = 16  # 0.5 s * 2**16 is far past the cap already
 
 RetryHook = Callable[[str], None]
 
@@ -55,7 +68,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE) -> float:
     """Exponential backoff with full jitter in its upper half: attempt 1 waits base/2..base."""
-    ceiling: float = min(MAX_RETRY_AFTER, base * 2.0 ** (attempt - 1))
+    ceiling: float = min(MAX_RETRY_AFTER, base * 2.0 ** min(attempt - 1, MAX_BACKOFF_EXPONENT))
     return ceiling * (0.5 + random.random() / 2)
 
 
@@ -71,10 +84,64 @@ _TRANSLATIONS: tuple[tuple[type[httpx.HTTPError], type[KoalaError], str], ...] =
     (httpx.LocalProtocolError, ProtocolError, "cannot send the request to {host}: {reason}"),
 )
 
+TRUST_HINT = "to trust a private CA, point SSL_CERT_FILE or SSL_CERT_DIR at it"
+_NO_SUCH_NAME = frozenset(
+    code for code in (getattr(socket, name, None) for name in ("EAI_NONAME", "EAI_NODATA")) if code is not None
+)
+_STATUS = re.compile(r"(\d{3})\b")
 
-def translate_error(exc: httpx.HTTPError, host: str, timeout: float, *, mid_reply: bool = False) -> KoalaError:
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it came from: causes, contexts and the members of exception groups."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 64:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def _refused_by_proxy(exc: httpx.HTTPError) -> bool:
+    """A tunnel the proxy refused with a 4xx status (407: credentials; 403: its rules)."""
+    status = _STATUS.match(str(exc)) if isinstance(exc, httpx.ProxyError) else None
+    return status is not None and 400 <= int(status[1]) < 500
+
+
+def _why(exc: httpx.HTTPError, host: str) -> tuple[str, bool] | None:
+    """A message for failures that a retry cannot mend, or that httpx words badly, and
+    whether a retry may help; None when the generic translation says it well."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            what = cause.verify_message or cause.reason or str(cause)
+            return f"cannot verify the TLS certificate of {host}: {terminal_safe(str(what))} ({TRUST_HINT})", False
+        if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_NAME:
+            return f"cannot connect to {host}: no such host ({cause.strerror})", False
+        if isinstance(cause, OSError) and cause.errno in (errno.EMFILE, errno.ENFILE):
+            return f"cannot connect to {host}: {cause.strerror} (the limit on open files)", True
+    if isinstance(exc, httpx.ConnectError) and "All connection attempts failed" in str(exc):
+        for cause in _causes(exc):
+            if isinstance(cause, OSError) and cause.strerror:
+                return f"cannot connect to {host}: {cause.strerror}", True
+    return None
+
+
+def translate_error(
+    exc: httpx.HTTPError, host: str, timeout: float, *, mid_reply: bool = False, proxy: str | None = None
+) -> KoalaError:
     """The one place where httpx's errors become koala's."""
-    reason = mask_secrets(str(exc)) or type(exc).__name__
+    reason = terminal_safe(mask_secrets(str(exc))) or type(exc).__name__
+    if isinstance(exc, httpx.ProxyError) and not mid_reply:
+        named = f"proxy {mask_url(proxy)}" if proxy else "the proxy"
+        verb = "refused" if _refused_by_proxy(exc) else "failed"
+        return NetworkError(f"{named} {verb}: {reason}")
+    special = None if mid_reply else _why(exc, host)
+    if special is not None:
+        return NetworkError(special[0])
     where = "in the middle of the reply" if mid_reply else "waiting for the reply"
     for kind, error, message in _TRANSLATIONS:
         if isinstance(exc, kind):
@@ -84,8 +151,13 @@ def translate_error(exc: httpx.HTTPError, host: str, timeout: float, *, mid_repl
     return NetworkError(f"connection to {host} failed: {reason}")
 
 
-def _retryable(exc: httpx.HTTPError) -> bool:
-    return isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError))
+def _retryable(exc: httpx.HTTPError, host: str) -> bool:
+    if not isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)):
+        return False
+    if _refused_by_proxy(exc):
+        return False
+    special = _why(exc, host)
+    return special is None or special[1]
 
 
 def redact(error: KoalaError, secret: str | None) -> None:
@@ -97,22 +169,91 @@ def redact(error: KoalaError, secret: str | None) -> None:
         error.excerpt = error.excerpt.replace(secret, "***")
 
 
-def make_client(proxy: str | None, timeout: float, url: str) -> httpx.AsyncClient:
-    """A client of our own; a proxy URL httpx cannot use is the caller's mistake.
+# --- the client -------------------------------------------------------------------------------
 
-    When no connection this client can make uses TLS -- a plain-HTTP server, no proxy, no
-    redirects followed -- it skips loading the CA bundle (tens of milliseconds at start-up,
-    the larger part of a short ask to a local server).  Its context trusts no CA at all, so
-    were TLS ever attempted it would fail closed, never open.
+_CONTEXTS: dict[tuple[str, str], ssl.SSLContext] = {}
+_PROXIES: weakref.WeakKeyDictionary[httpx.AsyncClient, str] = weakref.WeakKeyDictionary()
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verification always on, trusting ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` when set (both,
+    as OpenSSL does), else certifi's bundle; made once per setting, shared by every client.
+
+    A setting naming something unusable is a ``UsageError`` that names the variable; running
+    out of file descriptors while reading it is a ``NetworkError``, like any failure to connect.
     """
-    verify: ssl.SSLContext | bool = True
-    env_proxies = [scheme for scheme in urllib.request.getproxies() if scheme != "no"]
-    if proxy is None and url.lower().startswith("http://") and not env_proxies:
-        verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # OpenSSL's own settings, which every TLS client in the process honours (httpx with
+    # trust_env too): read where the context is made, not a koala setting the CLI owns.
+    environ = os.environ  # noqa: TID251
+    cafile, capath = environ.get("SSL_CERT_FILE", ""), environ.get("SSL_CERT_DIR", "")
+    key = (cafile, capath)
+    context = _CONTEXTS.get(key)
+    if context is not None:
+        return context
+    if capath and not os.path.isdir(capath):
+        raise UsageError(f"SSL_CERT_DIR={terminal_safe(capath)!r} is not a folder of certificates")
+    if not cafile and not capath:
+        import certifi
+
+        cafile = certifi.where()
     try:
-        return httpx.AsyncClient(proxy=proxy, timeout=timeout, follow_redirects=False, verify=verify)
+        context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise NetworkError(f"cannot read the trusted certificates: {exc.strerror}") from None
+        variable = "SSL_CERT_FILE" if key[0] else "the CA bundle"
+        why = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        if isinstance(exc, ssl.SSLError):
+            why = f"no PEM certificate in it ({exc.reason or exc})"
+        raise UsageError(f"{variable}={terminal_safe(cafile)!r} cannot be used: {terminal_safe(str(why))}") from None
+    _CONTEXTS[key] = context
+    return context
+
+
+def make_client(proxy: str | None, timeout: float, url: str) -> httpx.AsyncClient:
+    """A client of our own for requests to ``url``: through ``proxy``, or the environment's,
+    unless ``NO_PROXY`` names the host; a proxy URL httpx cannot use is the caller's mistake.
+
+    When no connection this client can make uses TLS -- a plain-HTTP server, no proxy or a
+    plain-HTTP one, no redirects followed -- it skips loading the CA bundle (tens of
+    milliseconds at start-up, the larger part of a short ask to a local server).  Its context
+    trusts no CA at all, so were TLS ever attempted it would fail closed, never open.
+
+    Reads time out after ``timeout`` seconds of silence, not counting time the process spent
+    stopped (Ctrl-Z): see ``stopclock``.
+    """
+    chosen = choose_proxy(url, proxy)
+    tls = url.lower().startswith("https://") or (chosen or "").lower().startswith("https://")
+    verify = tls_context() if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        transport = httpx.AsyncHTTPTransport(verify=verify, proxy=chosen)
+        client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
     except (ValueError, ImportError, httpx.InvalidURL) as exc:
-        raise UsageError(f"cannot use proxy {mask_secrets(proxy or '')!r}: {mask_secrets(str(exc))}") from None
+        raise UsageError(f"cannot use proxy {mask_url(chosen or '')!r}: {mask_secrets(str(exc))}") from None
+    except OSError as exc:
+        raise NetworkError(f"cannot make an HTTP client: {exc.strerror or exc}") from None
+    stop_aware(transport)
+    if chosen:
+        _PROXIES[client] = chosen
+    return client
+
+
+def proxy_of(client: httpx.AsyncClient) -> str | None:
+    """The proxy a client made by ``make_client`` goes through (None: direct, or not ours)."""
+    return _PROXIES.get(client)
+
+
+def _proxy_refusal(response: httpx.Response, proxy: str | None) -> NetworkError | None:
+    """An answer a forward proxy wrote itself instead of passing the server's on: a 407 (only
+    a proxy sends it), or squid's error page (``X-Squid-Error``) while going through one."""
+    squid = response.headers.get("x-squid-error", "") if proxy else ""
+    if response.status_code != 407 and not squid:
+        return None
+    named = f"proxy {mask_url(proxy)}" if proxy else "the proxy"
+    verb = "refused" if 400 <= response.status_code < 500 else "failed"
+    code = f" ({terminal_safe(squid.split()[0])})" if squid.split() else ""
+    status = terminal_safe(f"{response.status_code} {response.reason_phrase}".rstrip())
+    return NetworkError(f"{named} {verb}: {status}{code}")
 
 
 async def send(
@@ -125,27 +266,37 @@ async def send(
 ) -> httpx.Response:
     """Send until an answer that is not worth retrying; only ever before the first byte of a reply."""
     attempts = retries + 1
+    proxy = proxy_of(client)
     for attempt in range(1, attempts + 1):
         try:
             response = await client.send(request, stream=True)
         except OverflowError:  # a port above 65535 that httpx's URL parser let through
             raise UsageError(f"invalid port in {mask_secrets(str(request.url))!r}") from None
         except httpx.HTTPError as exc:
-            error = translate_error(exc, host, timeout)
-            if attempt == attempts or not _retryable(exc):
+            error = translate_error(exc, host, timeout, proxy=proxy)
+            if attempt == attempts or not _retryable(exc, host):
                 if attempt > 1:
                     error.args = (f"{error} ({attempt} attempts)",)
                 raise error from exc
             delay = backoff_delay(attempt)
             reason = str(error).rstrip(".")
+        except OSError as exc:  # below httpx: out of file descriptors, say
+            raise NetworkError(f"cannot connect to {host}: {exc.strerror or exc}") from None
         else:
+            refusal = _proxy_refusal(response, proxy)
             challenged = response.headers.get("cf-mitigated", "").lower() == "challenge"
             if response.status_code not in RETRY_STATUSES or attempt == attempts or challenged:
+                if refusal is not None:
+                    await response.aclose()
+                    raise refusal
                 await raise_for_status(response, host, attempt)
                 return response
             after = parse_retry_after(response.headers.get("retry-after"))
             delay = backoff_delay(attempt) if after is None else after
-            reason = f"{host} answered HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            reason = (
+                str(refusal) if refusal else f"{host} answered HTTP {response.status_code} {response.reason_phrase}"
+            )
+            reason = reason.rstrip()
             await response.aclose()
         if on_retry is not None:
             on_retry(f"{reason}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})")

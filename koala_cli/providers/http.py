@@ -17,7 +17,7 @@ from ..answers import answer_batches, event_batches, host_of
 from ..errors import KoalaError, UsageError
 from ..messages import Message
 from ..text import ascii_host_url, mask_secrets, mask_url, url_secrets
-from ..transport import RetryHook, make_client, redact, send, translate_error
+from ..transport import RetryHook, make_client, proxy_of, redact, send, translate_error
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec, check_request
 
 __all__ = ["HTTPStreamProvider"]
@@ -123,7 +123,6 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             model, messages, base_url=base_url, web_search=web_search, api_key=api_key, options=options
         )
         async with AsyncExitStack() as stack:
-            callers_client = client is not None  # its proxy is its own business, not ours
             if client is None:
                 client = await stack.enter_async_context(make_client(proxy, timeout, spec.url))
             try:
@@ -140,8 +139,9 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             except httpx.InvalidURL as exc:
                 raise UsageError(f"invalid URL {mask_url(spec.url)!r}: {mask_secrets(str(exc))}") from None
             host = host_of(request.url)
-            if proxy and not callers_client:
-                host = f"{host} (via proxy {mask_url(proxy)})"
+            via = proxy_of(client)  # None for a caller's client: its proxy is its own business
+            if via:
+                host = f"{host} (via proxy {mask_url(via)})"
             try:
                 response = await send(client, request, host, timeout, retries, on_retry)
                 stack.push_async_callback(response.aclose)
