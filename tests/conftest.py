@@ -51,7 +51,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name, raising=False)
     for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):  # config, last conversation
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
+    # No NO_PROXY either: an explicit --proxy is skipped for the hosts it names, as curl does.
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
