@@ -210,6 +210,9 @@ def test_stalled_stream_times_out(server: StandIn) -> None:
     assert "no data" in one_line_error(result)
 
 
+# --- --dry-run -------------------------------------------------------------------------------
+
+
 def split_dry_run(out: bytes) -> tuple[str, dict[str, str], Any]:
     head, _, body = out.decode().partition("\n\n")
     request_line, *header_lines = head.split("\n")
@@ -336,6 +339,15 @@ def test_dry_run_masks_credentials_in_the_base_url() -> None:
         assert b"hunter2" not in result.stdout
 
 
+def test_dry_run_with_a_lone_surrogate_in_history(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b'{"role": "user", "content": "a\\ud800"}\n{"role": "assistant", "content": "b"}\n')
+    for extra in ([], ["--json"]):
+        result = invoke("ask", "--dry-run", *extra, "-H", str(path), "hi")
+        assert result.returncode == 0, result.stderr
+        assert b"\\ud800" in result.stdout
+
+
 def test_base_url_credentials_stay_out_of_origin_and_referer(server: StandIn) -> None:
     url = server.base_url.replace("http://", "http://ann:hunter2@")
     result = invoke("ask", "--base-url", url, "--retries", "0", "hi")
@@ -344,6 +356,8 @@ def test_base_url_credentials_stay_out_of_origin_and_referer(server: StandIn) ->
     assert headers["origin"] == server.base_url
     assert "hunter2" not in headers["referer"]
 
+
+# --- --stats and --max-turns ------------------------------------------------------------------
 
 STATS = re.compile(r"koala: stats: first chunk (\d+) ms, total (\d+) ms, (\d+) chunks, (\d+) chars, (\d+) chars/s\n")
 
@@ -424,12 +438,3 @@ def test_max_turns_negative_is_a_usage_error(server: StandIn) -> None:
     assert result.returncode == 2
     one_line_error(result)
     assert server.requests == []
-
-
-def test_dry_run_with_a_lone_surrogate_in_history(tmp_path: Path) -> None:
-    path = tmp_path / "h.jsonl"
-    path.write_bytes(b'{"role": "user", "content": "a\\ud800"}\n{"role": "assistant", "content": "b"}\n')
-    for extra in ([], ["--json"]):
-        result = invoke("ask", "--dry-run", *extra, "-H", str(path), "hi")
-        assert result.returncode == 0, result.stderr
-        assert b"\\ud800" in result.stdout

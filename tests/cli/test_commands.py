@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from conftest import HISTORY, WAIT, invoke, ndjson, one_line_error, write_jsonl
 
-# --- koala models, history show, completion ------------------------------------------------
-
 
 @pytest.mark.parametrize("provider", ["koala", "openai"])
 def test_models(provider: str) -> None:

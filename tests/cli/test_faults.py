@@ -302,9 +302,6 @@ def test_max_time_bounds_retry_waits(server: StandIn) -> None:
     assert "--max-time" in error_line(result)
 
 
-# --- signals and a closed stdout -------------------------------------------------------------
-
-
 # --- history integrity -----------------------------------------------------------------------
 
 
@@ -755,6 +752,9 @@ def test_port_out_of_range_is_a_usage_error(server: StandIn, option: str) -> Non
     assert result.returncode == 2
     one_line_error(result)
     assert b"secret" not in result.stderr
+
+
+# --- edges found by review, each a regression test --------------------------------------------
 
 
 @pytest.mark.parametrize(
