@@ -93,8 +93,13 @@ Assignments = Annotated[
     ),
 ]
 
+Usage = Annotated[
+    bool,
+    typer.Option("--usage", help="Ask the server to report token usage (stream_options.include_usage; openai)."),
+]
 
-@dataclass(frozen=True)
+
+@dataclass(eq=False, repr=False)  # plain records: each generated method costs start-up time
 class SamplingOptions:
     """Sampling options for OpenAI-compatible servers (over the config's ``options``)."""
 
@@ -104,6 +109,7 @@ class SamplingOptions:
     seed: Seed = None
     stop: Stop = None
     option: Assignments = None
+    usage: Usage = False
 
     def build(self, settings: "Resolved | None") -> tuple[dict[str, object], dict[str, str]]:
         """The options of a run, and where those from the config file came from."""
@@ -117,11 +123,23 @@ class SamplingOptions:
             seed=self.seed,
             stop=self.stop or (),
         )
+        origin: dict[str, str] = {}
+        if self.usage:  # only when asked: several hosted services reject the field
+            flags["stream_options"] = {**_table(flags.get("stream_options")), "include_usage": True}
+            source = None if settings is None else settings.settings.get("stream_usage")
+            if source is not None and source.value is True and source.source.startswith("["):
+                origin["stream_options"] = f"{source.source} stream_usage"
+            else:
+                origin["stream_options"] = "--usage"
         setting = None if settings is None else settings.settings.get("options")
         if setting is None or not isinstance(setting.value, dict):
-            return flags, {}
+            return flags, origin
         base = {key: value for key, value in setting.value.items() if key not in flags}
-        return {**flags, **base}, {key: f"{setting.source} options.{key}" for key in base}
+        return {**flags, **base}, {**origin, **{key: f"{setting.source} options.{key}" for key in base}}
+
+
+def _table(value: object) -> dict[str, object]:
+    return dict(value) if isinstance(value, dict) else {}
 
 
 SystemFile = Annotated[
@@ -149,7 +167,7 @@ LogFile = Annotated[
 LogPrompts = Annotated[bool, typer.Option("--log-prompts", help="With --log: include the prompt text.")]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # plain records: each generated method costs start-up time
 class LogOptions:
     """The request log (``koala_cli.requestlog``)."""
 
@@ -220,7 +238,7 @@ def outcome_status(outcome: Any) -> int:
     return int(ExitStatus.SIGPIPE) if outcome.error is not None else 0
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # plain records: each generated method costs start-up time
 class TurnOptions:
     """What every question is asked with: the model and a system instruction."""
 
@@ -261,7 +279,7 @@ def read_file(path: Path, option: str) -> str:
     return read_text_file(data, str(path))
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # plain records: each generated method costs start-up time
 class ConnectionOptions:
     """How to reach the server, as given on the command line (or the environment)."""
 
