@@ -12,7 +12,7 @@ from .exits import fail, finish
 from .options import ConnectionOptions, Debug, LogOptions, SamplingOptions, TurnOptions, expand_options
 from .runner import run_guarded
 from .settings import settings_of
-from .stdio import notice
+from .stdio import notice, on_terminal
 
 if TYPE_CHECKING:
     from ..jobs import Progress
@@ -56,6 +56,7 @@ def batch(
 
     from ..jobs import BadJob, Progress, done_ids, parse_jobs, run_batch
     from ..output import GuardedStream
+    from ..text import json_terminal_safe
 
     try:
         if concurrency < 1:
@@ -73,12 +74,14 @@ def batch(
         fail(exc, None, debug)
 
     out = GuardedStream(sys.stdout.buffer)
+    tty = on_terminal()  # there DEL and C1 controls in results are escaped, as JSON allows
     show_progress = sys.stderr.isatty()
 
     sent = {json.dumps(j.id, sort_keys=True): j for j in jobs if not isinstance(j, BadJob)}
 
     def emit(result: dict[str, Any]) -> None:
-        out.write((json.dumps(result, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"))
+        line = json.dumps(result, ensure_ascii=False) + "\n"
+        out.write((json_terminal_safe(line) if tty else line).encode("utf-8", "backslashreplace"))
         out.flush()
         job = sent.get(json.dumps(result.get("id"), sort_keys=True)) if log is not None else None
         if job is not None and "line" not in result:  # a request was sent for it

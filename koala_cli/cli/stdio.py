@@ -8,7 +8,7 @@ import sys
 from ..errors import OutputError, UsageError
 from .exits import fail, say
 
-__all__ = ["notice", "read_stdin", "write_out"]
+__all__ = ["notice", "on_terminal", "read_stdin", "write_out"]
 
 
 def read_stdin() -> str | None:
@@ -30,16 +30,29 @@ def read_stdin() -> str | None:
 
 
 def write_out(text: str) -> None:
-    """Data for stdout from the small commands: lone surrogates escaped, a closed pipe quiet,
-    a failed write one error line."""
+    """Data for stdout from the small commands: lone surrogates escaped, DEL and C1 controls
+    escaped on a terminal (as in JSON: ``\\u009b``), a closed pipe quiet, a failed write one
+    error line."""
     from ..output import GuardedStream
 
+    if on_terminal():
+        from ..text import json_terminal_safe
+
+        text = json_terminal_safe(text)
     stream = GuardedStream(sys.stdout.buffer)
     try:
         stream.write(text.encode("utf-8", "backslashreplace"))
         stream.flush()
     except (BrokenPipeError, OutputError) as exc:
         fail(exc, None, False)
+
+
+def on_terminal() -> bool:
+    """Is stdout a terminal (where control characters act)?"""
+    try:
+        return sys.stdout.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def notice(message: str) -> None:
