@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
-from .exits import fail, finish
+from .exits import fail, finish, tell_writer
 from .options import (
     ConnectionOptions,
     Continue,
@@ -261,7 +261,7 @@ class _Session:
             usage=getattr(reply, "usage", None),
         )
         if outcome.signal is not None:
-            writer.error("interrupted", ExitStatus.for_signal(outcome.signal))
+            tell_writer(writer, "interrupted", ExitStatus.for_signal(outcome.signal))
             if outcome.signal != signal.SIGINT or not self.interactive:
                 finish(outcome, None, self.debug)
             notice("reply stopped; not saved")
@@ -269,7 +269,7 @@ class _Session:
         if isinstance(outcome.error, BrokenPipeError):
             finish(outcome, None, self.debug)
         if outcome.error is not None:
-            writer.error(str(outcome.error), ExitStatus.ERROR)
+            tell_writer(writer, str(outcome.error), ExitStatus.ERROR)
             assert isinstance(outcome.error, KoalaError)
             notice(f"error: {outcome.error}")
             if not self.interactive and self.failure is None:

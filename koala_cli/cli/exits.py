@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..output import Writer
     from .runner import Outcome
 
-__all__ = ["fail", "finish", "hide", "say", "scrub", "silence_stdout"]
+__all__ = ["fail", "finish", "hide", "say", "scrub", "silence_stdout", "tell_writer"]
 
 _SECRETS: list[str] = []  # longest first, so a password is hidden before a part of it
 
@@ -68,10 +68,7 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
     status = exc.exit_status
     message = scrub(str(exc))
     if writer is not None:
-        try:
-            writer.error(message, status)
-        except (BrokenPipeError, OutputError):  # stdout gone or full: the error below still counts
-            silence_stdout()
+        tell_writer(writer, message, status)
     if debug:
         import traceback
 
@@ -79,6 +76,15 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
             say(line)
     say(f"koala: {message}" if isinstance(exc, Interrupted) else f"koala: error: {message}")
     raise typer.Exit(status)
+
+
+def tell_writer(writer: Writer, message: str, status: int) -> None:
+    """Let the writer end its output for an error; when stdout is gone or full by now, the
+    error on stderr and its status are what counts, so that failure is not another one."""
+    try:
+        writer.error(message, status)
+    except (BrokenPipeError, OutputError):
+        silence_stdout()
 
 
 def silence_stdout() -> None:

@@ -197,6 +197,25 @@ def test_full_stdout_while_reporting_a_dropped_connection(
     assert out.read_bytes().startswith(b"Hello" if not json_flag else b'{"type":"start"')
 
 
+def test_full_stdout_while_chat_reports_a_dropped_connection(server: StandIn, tmp_path: Path) -> None:
+    server.push(Script([sse("Hello"), DROP], framing="chunked"))
+    out = tmp_path / "out"
+    with out.open("wb") as stdout:
+        result = subprocess.run(
+            [*KOALA, "chat", "--base-url", server.base_url, "--retries", "0"],
+            input=b"hi\n",
+            stdout=stdout,
+            stderr=PIPE,
+            timeout=WAIT,
+            check=False,
+            preexec_fn=file_size_limit(len(b"Hello")),
+        )
+    no_traceback(result.stderr)
+    assert result.returncode == 3, result.stderr
+    assert b"dropped" in result.stderr
+    assert out.read_bytes() == b"Hello"
+
+
 # --- --version (and help) into /dev/full or a closed pipe ----------------------------------
 
 
