@@ -55,6 +55,9 @@ def _prepare_streams() -> None:
     if sys.stderr is None:  # `2>&-`: errors go nowhere, but they still decide the exit status
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     _readable_stdin()
+    if sys.stdin is not None and _is_ascii(sys.stdin) and hasattr(sys.stdin, "reconfigure"):
+        # a C locale says ASCII, but what is typed is UTF-8 (its superset) more often than not
+        sys.stdin.reconfigure(encoding="utf-8", errors="surrogateescape")
     codecs.register_error(_ASCII_FALLBACK, _ascii_fallback)
     for stream in (sys.stdout, sys.stderr):
         if stream is not None and hasattr(stream, "reconfigure") and not _encodes(stream, "\u2026\u2500"):
@@ -94,6 +97,13 @@ _STAND_INS = {
     "\u201c": '"',
     "\u201d": '"',
 }
+
+
+def _is_ascii(stream: TextIO) -> bool:
+    try:
+        return codecs.lookup(stream.encoding or "ascii").name == "ascii"
+    except LookupError:
+        return False
 
 
 def _encodes(stream: TextIO, sample: str) -> bool:

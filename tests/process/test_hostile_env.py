@@ -155,6 +155,21 @@ def test_chat_continuation_prompt_on_a_non_utf8_terminal(server: StandIn, encodi
     assert server.requests[0].json()["input"] == "first line\nsecond"
 
 
+def test_chat_in_a_c_locale_reads_what_is_typed_as_utf8(server: StandIn) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("LANG", "LC_CTYPE", "PYTHONIOENCODING")}
+    env.update({"LC_ALL": "C", "PYTHONUTF8": "0"})
+    seen = bytearray()
+    with on_a_terminal(["chat", "--base-url", server.base_url], env) as (pid, fd):
+        assert read_until(fd, b"> ", seen), bytes(seen)
+        os.write(fd, "café\r".encode())
+        assert read_until(fd, b"Hello, world\r\n> ", seen), bytes(seen)
+        os.write(fd, b"\x04")
+        status = wait_status(pid, fd, seen)
+    no_traceback(bytes(seen))
+    assert status == 0, bytes(seen)
+    assert server.requests[0].json()["input"] == "café"
+
+
 # --- stdout that fills up while an earlier failure is reported ------------------------------
 
 
