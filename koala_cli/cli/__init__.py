@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """Run ``koala`` with ``argv`` (default: the process arguments) and exit."""
     args = sys.argv[1:] if argv is None else argv
     _prepare_streams()
+    sys.excepthook = _scrubbed_traceback  # a bug's traceback: secrets masked, inert, like any line
     if "--debug" not in args and not os.environ.get("KOALA_DEBUG"):
         # what Python can only report as "Exception ignored in ..." (an event loop that a
         # lack of file descriptors left half-built) is not koala's message to print
@@ -238,3 +239,15 @@ def _system_failure(exc: BaseException, args: list[str]) -> NoReturn:
     else:
         say(f"koala: error: {error.strerror or error}")
     sys.exit(ExitStatus.ERROR)
+
+
+def _scrubbed_traceback(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """Python's report of an uncaught exception (a bug), with the known secrets and URL
+    credentials masked and control characters escaped, as every line koala writes."""
+    import traceback
+
+    from ..text import inert
+    from .exits import scrub
+
+    for line in "".join(traceback.format_exception(kind, value, tb)).splitlines():
+        sys.stderr.write(inert(scrub(line)) + "\n")

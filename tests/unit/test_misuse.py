@@ -180,3 +180,19 @@ def test_inert_escapes_controls_and_keeps_the_text() -> None:
     assert "pwned" in line and "next" in line and "evil" in line
     assert "\\x1b" in line
     assert inert("plain text, ünïcode ✓") == "plain text, ünïcode ✓"
+
+
+def test_a_bugs_traceback_never_shows_a_known_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from koala_cli.cli import _scrubbed_traceback, exits
+
+    monkeypatch.setattr(exits, "_SECRETS", [])
+    exits.hide(KEY)
+    try:
+        raise TypeError(f"headers {{'Authorization': 'Bearer {KEY}'}} via http://bob:hun@ter2@proxy:1 \x1b]0;x\x07")
+    except TypeError as exc:
+        _scrubbed_traceback(type(exc), exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "TypeError" in err and "Bearer ***" in err
+    assert KEY not in err and "hun" not in err and "\x1b" not in err
