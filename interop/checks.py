@@ -509,7 +509,7 @@ def litellm_checks(run: Run, llama: str | None) -> None:
 
         def models() -> None:
             done = run.koala.run("models", "--provider", "openai", "--base-url", base, "--api-key", key)
-            names = {"mock-hello", "mock-error-start", "upstream-cut"}
+            names = {"mock-hello", "mock-error-start", "upstream-cut", "llama-length"}
             listed = set(done.stdout.split())
             expect(
                 done.returncode == 0 and names <= listed and listed <= names | {"*", "(default)"},
