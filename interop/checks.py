@@ -339,6 +339,8 @@ PROXY_CHECKS = [
     "tinyproxy: 407 without credentials, plain-http target",
     "tinyproxy: 403 refusal, plain-http target",
     "microsocks: ask through a SOCKS5 proxy",
+    "squid: ask through an HTTP proxy",
+    "squid: 403 deny, plain-http target",
 ]
 
 
@@ -356,6 +358,27 @@ def tinyproxy(run: Run, name: str, extra: str) -> int:
     return port
 
 
+def squid(run: Run) -> tuple[int, int]:
+    """One squid, two ports: ``open`` serves loopback clients, ``closed`` denies everything."""
+    open_port, closed_port = free_port(), free_port()
+    conf = run.work / "squid.conf"
+    conf.write_text(
+        f"http_port 127.0.0.1:{open_port} name=open\n"
+        f"http_port 127.0.0.1:{closed_port} name=closed\n"
+        "acl closed myportname closed\n"
+        "http_access deny closed\n"
+        "http_access allow localhost\n"
+        "http_access deny all\n"
+        # no files (squid drops to its own user, which cannot write into the run's directory),
+        # no cache, no name server but a dead loopback one, a quick exit
+        "pid_filename none\ncache_log /dev/null\naccess_log none\ncache deny all\n"
+        "dns_nameservers 127.0.0.1\nshutdown_lifetime 1 seconds\n"
+    )
+    proc = run.programs.start("squid", ["squid", "-N", "-f", str(conf)])
+    wait_until(port_open(closed_port), proc, 30, "squid")
+    return open_port, closed_port
+
+
 def proxy_refusal(run: Run, proxy: str, status: str, served: list[dict[str, str]], base: str) -> None:
     before = len(served)
     done = run.koala.run("ask", "--base-url", base, "--proxy", proxy, "--retries", "0", "hi")
@@ -369,7 +392,7 @@ def proxy_refusal(run: Run, proxy: str, status: str, served: list[dict[str, str]
 def proxy_checks(run: Run) -> None:
     if not run.wanted(PROXY_CHECKS):
         return
-    missing = [p for p in ("tinyproxy", "microsocks") if not shutil.which(p)]
+    missing = [p for p in ("tinyproxy", "microsocks", "squid") if not shutil.which(p)]
     if missing:
         run.skip_all(PROXY_CHECKS, f"not installed: {', '.join(missing)}")
         return
@@ -382,6 +405,7 @@ def proxy_checks(run: Run) -> None:
         socks = free_port()
         micro = run.programs.start("microsocks", ["microsocks", "-i", "127.0.0.1", "-p", str(socks)])
         wait_until(port_open(socks), micro, 20, "microsocks")
+        squid_open, squid_closed = squid(run)
 
         def via_http() -> None:
             done = run.koala.run("ask", "--base-url", base, "--proxy", f"http://127.0.0.1:{plain}", "hi")
@@ -404,7 +428,15 @@ def proxy_checks(run: Run) -> None:
         run.check(PROXY_CHECKS[1], with_credentials)
         run.check(PROXY_CHECKS[2], lambda: proxy_refusal(run, f"http://127.0.0.1:{auth}", "407", served, base))
         run.check(PROXY_CHECKS[3], lambda: proxy_refusal(run, f"http://127.0.0.1:{deny}", "403", served, base))
+
+        def via_squid() -> None:
+            done = run.koala.run("ask", "--base-url", base, "--proxy", f"http://127.0.0.1:{squid_open}", "hi")
+            expect_exact(done, KOALA_TEXT)
+            expect("squid" in served[-1].get("via", ""), f"no Via: squid header at the target: {served[-1]}")
+
         run.check(PROXY_CHECKS[4], via_socks)
+        run.check(PROXY_CHECKS[5], via_squid)
+        run.check(PROXY_CHECKS[6], lambda: proxy_refusal(run, f"http://127.0.0.1:{squid_closed}", "403", served, base))
     except Exception as exc:
         run.skip_all([n for n in PROXY_CHECKS if n not in dict(run.results)], f"setup failed: {exc}")
     finally:
@@ -767,6 +799,7 @@ def versions(run: Run) -> dict[str, str]:
         "python": sys.version.split()[0],
         "tinyproxy": output_of([*dpkg, "tinyproxy"]),
         "microsocks": output_of([*dpkg, "microsocks"]),
+        "squid": output_of([*dpkg, "squid"]),
         "litellm": output_of([litellm_python, "-c", pyver, "litellm"]),
         "llama-cpp-python": output_of([run.args.llama_python, "-c", pyver, "llama_cpp_python"]),
         "gguf": output_of([str(Path(run.args.models).parent / "gguf-venv/bin/python"), "-c", pyver, "gguf"]),
