@@ -243,17 +243,25 @@ def proxy_of(client: httpx.AsyncClient) -> str | None:
     return _PROXIES.get(client)
 
 
+_PROXY_SOFTWARE = re.compile(r"(?i)proxy|squid")
+
+
 def _proxy_refusal(response: httpx.Response, proxy: str | None) -> NetworkError | None:
     """An answer a forward proxy wrote itself instead of passing the server's on: a 407 (only
-    a proxy sends it), or squid's error page (``X-Squid-Error``) while going through one."""
-    squid = response.headers.get("x-squid-error", "") if proxy else ""
-    if response.status_code != 407 and not squid:
+    a proxy sends it); while going through one, squid's error page (``X-Squid-Error``), or an
+    error whose ``Server`` is proxy software and that has no ``Via`` -- a proxy marks what it
+    passes on with ``Via`` (tinyproxy's own 403 has none)."""
+    status = response.status_code
+    headers = response.headers
+    squid = headers.get("x-squid-error", "") if proxy else ""
+    own = bool(proxy) and "via" not in headers and bool(_PROXY_SOFTWARE.search(headers.get("server", "")))
+    if status != 407 and not squid and not (own and status >= 400):
         return None
     named = f"proxy {mask_url(proxy)}" if proxy else "the proxy"
-    verb = "refused" if 400 <= response.status_code < 500 else "failed"
+    verb = "refused" if 400 <= status < 500 else "failed"
     code = f" ({terminal_safe(squid.split()[0])})" if squid.split() else ""
-    status = terminal_safe(f"{response.status_code} {response.reason_phrase}".rstrip())
-    return NetworkError(f"{named} {verb}: {status}{code}")
+    answered = terminal_safe(f"{status} {response.reason_phrase}".rstrip())
+    return NetworkError(f"{named} {verb}: {answered}{code}")
 
 
 async def send(

@@ -28,6 +28,12 @@ SQUID_DENY = Script(
     "Forbidden",
     {"Content-Type": "text/html;charset=utf-8", "Server": "squid/6.13", "X-Squid-Error": "ERR_ACCESS_DENIED 0"},
 )
+TINYPROXY_DENY = Script(  # tinyproxy's own page: its Server, no Via (what it passes on has one)
+    [b"<html><head><title>403 Access denied</title></head></html>"],
+    403,
+    "Access denied",
+    {"Server": "tinyproxy/1.11.1", "Content-Type": "text/html"},
+)
 ORIGIN_FORBIDDEN = Script([b"no"], 403, "Forbidden", {"Content-Type": "text/plain", "Via": "1.1 squid"})
 
 
@@ -85,6 +91,14 @@ def test_squids_deny_page_is_the_proxys_refusal(proxy: StandIn) -> None:
     line = one_error_line(result)
     assert re.search(r"proxy http://127\.0\.0\.1:\d+ refused: 403 Forbidden", line), line
     assert "ERR_ACCESS_DENIED" in line
+
+
+def test_tinyproxys_deny_page_is_the_proxys_refusal(proxy: StandIn) -> None:
+    proxy.default = TINYPROXY_DENY
+    result = koala("ask", "--base-url", "http://koala.invalid", "--proxy", proxy.base_url, "hi")
+    assert result.returncode == 3, result.stderr
+    line = one_error_line(result)
+    assert re.search(r"proxy http://127\.0\.0\.1:\d+ refused: 403 Access denied", line), line
 
 
 def test_the_targets_own_refusal_through_a_proxy_is_still_the_targets(proxy: StandIn) -> None:
