@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from typing import Any
 
 import anyio
@@ -112,3 +113,49 @@ def test_a_missing_ssl_cert_file_is_a_usage_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nowhere.pem"))
     with pytest.raises(UsageError, match="SSL_CERT_FILE"):
         ask("https://127.0.0.1:9", backend, retries=0)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tlsstandin import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("pause", [0.3, 2.9], ids=["waiting", "after"])
+def test_a_read_timeout_that_fires_late_reads_on(
+    monkeypatch: pytest.MonkeyPatch, pki: Any, backend: str, scheme: str, pause: float
+) -> None:
+    """A loop held up past a read's deadline (as a stopped process is) does not make the
+    silence the server's: the read is tried again with a whole timeout, and finds what
+    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.3 s after the loop
+    runs again, well within the 1 s timeout, but long after the first deadline)."""
+    from standin import Pause, Script, sse
+    from tlsstandin import TLSStandIn
+
+    server = TLSStandIn(pki.good) if scheme == "https" else StandIn()
+    server.push(Script([sse("first"), Pause(pause), sse(" second", done=True)]))
+    server.start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    chunks: list[str] = []
+
+    async def main() -> None:
+        async def hold_up_the_loop() -> None:
+            await anyio.sleep(0.1)
+            time.sleep(2.5)  # blocks every task, as a stop would: the pending read's 1 s passes
+
+        async with anyio.create_task_group() as group:
+            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=1.0, retries=0)
+            async for chunk in stream:
+                if not chunks:
+                    group.start_soon(hold_up_the_loop)
+                chunks.append(chunk)
+
+    try:
+        anyio.run(main, backend=backend)
+    finally:
+        server.stop()
+    assert "".join(chunks) == "first second"
+    assert len(server.requests) == 1
