@@ -37,7 +37,7 @@ _ORDER = (
     "log_prompts",
 )
 
-app = typer.Typer(help=HELP, rich_markup_mode=None, no_args_is_help=True)
+app = typer.Typer(help=HELP, rich_markup_mode=None, no_args_is_help=True, add_completion=False)
 
 TEMPLATE = """\
 # koala's config file (TOML). Precedence, highest first: the command line, KOALA_*
