@@ -30,15 +30,15 @@ def read_stdin() -> str | None:
 
 
 def write_out(text: str) -> None:
-    """Data for stdout from the small commands: lone surrogates escaped, DEL and C1 controls
-    escaped on a terminal (as in JSON: ``\\u009b``), a closed pipe quiet, a failed write one
-    error line."""
+    """Data for stdout from the small commands: lone surrogates escaped; on a terminal, DEL and
+    C1 controls escaped as JSON does (``\\u009b``) and other controls but newline and tab shown
+    as ``^[``; a closed pipe quiet, a failed write one error line."""
     from ..output import GuardedStream
 
-    if on_terminal():
-        from ..text import json_terminal_safe
+    if on_terminal():  # JSON stays valid: its strings never hold a raw C0 control
+        from ..text import json_terminal_safe, terminal_safe
 
-        text = json_terminal_safe(text)
+        text = terminal_safe(json_terminal_safe(text))
     stream = GuardedStream(sys.stdout.buffer)
     try:
         stream.write(text.encode("utf-8", "backslashreplace"))

@@ -300,3 +300,11 @@ def test_batch_results_are_inert_on_a_terminal(server: StandIn) -> None:
     assert status == 0, seen
     assert C1.encode() not in seen and b"\x7f" not in seen, seen
     assert b"2J" in seen
+
+
+def test_dry_run_of_a_hostile_base_url_is_inert_on_a_terminal() -> None:
+    for json_flag in ([], ["--json"]):
+        status, seen = run_on_a_terminal(["ask", "--dry-run", *json_flag, "--base-url", f"http://h/{OSC}", "hi"])
+        assert status == 0, seen
+        assert b"\x1b" not in seen and b"\x07" not in seen, seen
+        assert b"pwned" in seen
