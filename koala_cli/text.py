@@ -80,25 +80,35 @@ def _userinfo_end(rest: str) -> int:
     return at
 
 
+# query parameters that carry a credential (Google's ?key=, signed URLs' sig=, tokens)
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:api[_-]?key|key|(?:access[_-]?|refresh[_-]?)?token|auth|password|passwd|pwd|secret|sig|signature)=)"
+    r"[^&#;\s'\"]+"
+)
+
+
 def mask_url(url: str) -> str:
-    """One URL (an option's value) with its user-info, whatever it holds, shown as ``***``."""
+    """One URL (an option's value) with its user-info, whatever it holds, and the values of
+    query parameters such as ``key=`` or ``token=`` shown as ``***``."""
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
     at = _userinfo_end(url[start:])
-    return url if at < 0 else f"{url[:start]}***{url[start + at :]}"
+    masked = url if at < 0 else f"{url[:start]}***{url[start + at :]}"
+    return _SECRET_PARAM.sub(r"\1***", masked)
 
 
 def url_secrets(url: str) -> list[str]:
-    """The user-info of a URL and its password, as given and as they may be quoted or encoded."""
+    """The user-info of a URL, its password and its credential-like query values, as given and
+    as they may be quoted or encoded."""
     from urllib.parse import quote, unquote
 
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
     at = _userinfo_end(url[start:])
-    if at < 0:
-        return []
-    userinfo = url[start : start + at]
-    found = {userinfo, userinfo.partition(":")[2]}
+    found = {match.group(0).partition("=")[2] for match in _SECRET_PARAM.finditer(url)}
+    if at >= 0:
+        userinfo = url[start : start + at]
+        found |= {userinfo, userinfo.partition(":")[2]}
     for value in list(found):
         found |= {unquote(value), quote(value, safe=":"), quote(unquote(value), safe=":"), repr(value)[1:-1]}
     return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
@@ -108,7 +118,8 @@ _TOKEN_END = re.compile(r"[\s'\"<>]")
 
 
 def mask_secrets(text: str) -> str:
-    """Hide the user-info of every URL in a message (up to its end: whitespace or a quote)."""
+    """Hide the user-info of every URL in a message (up to its end: whitespace or a quote),
+    and the values of credential-like query parameters."""
     out: list[str] = []
     done = 0
     for scheme in _SCHEME.finditer(text):
@@ -121,7 +132,7 @@ def mask_secrets(text: str) -> str:
             out.append(text[done:start] + "***")
             done = start + at
     out.append(text[done:])
-    return "".join(out)
+    return _SECRET_PARAM.sub(r"\1***", "".join(out))
 
 
 MIN_SECRET = 4  # shorter fragments are not searched for in messages (they would hide too much)

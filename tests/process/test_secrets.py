@@ -308,3 +308,12 @@ def test_dry_run_of_a_hostile_base_url_is_inert_on_a_terminal() -> None:
         assert status == 0, seen
         assert b"\x1b" not in seen and b"\x07" not in seen, seen
         assert b"pwned" in seen
+
+
+def test_credential_query_parameters_are_masked(server: StandIn) -> None:
+    """A careless --base-url with the key in its query (Google's ?key=) never shows it."""
+    base = f"http://127.0.0.1:{closed_port()}/v1?key={KEY}"
+    for extra in (["--dry-run"], ["--dry-run", "--json"], ["--retries", "0"], ["--retries", "0", "--debug"]):
+        result = koala("ask", "--base-url", base, *extra, "hi")
+        assert result.returncode in (0, 3), (extra, result.stderr)
+        assert KEY.encode() not in result.stdout + result.stderr, extra

@@ -153,6 +153,10 @@ def test_idn_base_url_through_the_library(server: StandIn, provider: Any) -> Non
         ("http://host/?q=a@b", "http://host/?q=a@b"),
         ("https://koala.sh", "https://koala.sh"),
         ("bob:secret@host:1", "***@host:1"),
+        ("https://h/v1?key=AIza-secret&alt=sse", "https://h/v1?key=***&alt=sse"),
+        ("https://h/p?api-version=1&api_key=s3cret", "https://h/p?api-version=1&api_key=***"),
+        ("https://h/blob?sv=1&sig=abc%2Fdef#x", "https://h/blob?sv=1&sig=***#x"),
+        ("https://h/p?monkey=1&keyboard=2", "https://h/p?monkey=1&keyboard=2"),
     ],
 )
 def test_mask_url_as_httpx_parses_it(url: str, masked: str) -> None:
