@@ -15,7 +15,7 @@ from typing import cast
 import httpx
 
 from .errors import BlockedError, KoalaError, ProtocolError, ServiceError
-from .events import JSON, chunks_of, text_of
+from .events import JSON, EventReader, text_of
 from .sse import MAX_EVENT_BYTES, SSEDecoder
 from .text import excerpt, mask_secrets
 
@@ -103,11 +103,13 @@ async def raise_for_status(response: httpx.Response, host: str, attempts: int) -
     )
 
 
-async def answer_batches(response: httpx.Response, host: str) -> AsyncGenerator[list[str], None]:
-    """Chunks of a 2xx answer, whatever its content type, or the ``ProtocolError`` it deserves."""
+async def answer_batches(
+    response: httpx.Response, host: str, reader: EventReader | None = None
+) -> AsyncGenerator[list[str], None]:
+    """Chunks of a 2xx answer, whatever its content type, or the error it deserves."""
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("text/event-stream", ""):
-        async for batch in event_batches(response):
+        async for batch in event_batches(response, reader):
             yield batch
         return
     raw = await _read_capped(response, MAX_EVENT_BYTES)
@@ -129,8 +131,12 @@ async def answer_batches(response: httpx.Response, host: str) -> AsyncGenerator[
     raise _not_a_stream(response, body, host)
 
 
-async def event_batches(response: httpx.Response) -> AsyncGenerator[list[str], None]:
-    """The text chunks of an event-stream body, one list per network read."""
+async def event_batches(response: httpx.Response, reader: EventReader | None = None) -> AsyncGenerator[list[str], None]:
+    """The text chunks of an event-stream body, one list per network read.
+
+    ``reader`` (a fresh one if not given) is left knowing how the reply ended.
+    """
+    reader = reader or EventReader()
     decoder = SSEDecoder()
     seen = False  # any event at all; a body without one is not an event stream
     head = bytearray()  # the start of the body, to say what came instead
@@ -140,7 +146,7 @@ async def event_batches(response: httpx.Response) -> AsyncGenerator[list[str], N
             if not seen:
                 seen = bool(events)
                 head += piece[: EXCERPT_BYTES - len(head)]
-            chunks, end, error = chunks_of(events)
+            chunks, end, error = reader.read(events)
             if chunks:
                 yield chunks
             if error is not None:
@@ -150,6 +156,9 @@ async def event_batches(response: httpx.Response) -> AsyncGenerator[list[str], N
     if not seen:
         raise _not_a_stream(response, bytes(head).decode("utf-8", "replace"))
     decoder.close()
+    error = reader.end()
+    if error is not None:
+        raise error
 
 
 def _not_a_stream(response: httpx.Response, body: str, host: str | None = None) -> KoalaError:
@@ -158,5 +167,11 @@ def _not_a_stream(response: httpx.Response, body: str, host: str | None = None) 
     if _is_challenge(response, body):
         return _blocked(host, f"HTTP {response.status_code}", response.status_code, body, 1)
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "text/event-stream":
+        lines = [line for line in body.replace("\r", "\n").split("\n") if line]
+        if not lines:
+            return ProtocolError(f"{host} ended the reply without sending anything")
+        if all(line[0] == ":" for line in lines):
+            return ProtocolError(f"{host} ended the reply without sending any event, only comments")
     what = _body_excerpt(body, content_type or ("html" if "<html" in body.lower() else ""))
     return ProtocolError(f"{host} answered {content_type or 'no content type'} instead of an event stream: {what}")

@@ -1,7 +1,10 @@
 """Event data to reply text (stdlib only): what each event of a reply carries.
 
 A koala.sh event is a JSON string; drifted shapes -- ``{"text"}``, ``{"content"}``, or
-OpenAI's ``choices[0].delta.content`` -- are accepted too.  ``[DONE]`` ends a reply.
+OpenAI's ``choices[0].delta.content`` -- are accepted too.  ``[DONE]`` ends a reply.  A
+failure the server reports inside the stream -- ``{"error": ...}`` data, or an SSE
+``event: error`` -- is a ``ServiceError``.  OpenAI-style streams also say why they ended
+(``finish_reason``); one that ends without saying so was cut off (see ``EventReader``).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import json
 from json.decoder import scanstring  # type: ignore[attr-defined]
 
-from .errors import ProtocolError
+from .errors import KoalaError, NetworkError, ProtocolError, ServiceError
+from .sse import NamedEvent
 from .text import excerpt
 
-__all__ = ["JSON", "chunk_from_event", "chunks_of", "text_of"]
+__all__ = ["JSON", "EventReader", "chunk_from_event", "error_message", "text_of"]
 
 #: A lenient decoder: control characters inside strings are accepted, as servers send them.
 JSON = json.JSONDecoder(strict=False)
@@ -21,8 +25,8 @@ JSON = json.JSONDecoder(strict=False)
 def chunk_from_event(data: str) -> str | None:
     """The text an event carries, or None when it carries none (an OpenAI role-only delta).
 
-    A JSON string is the text itself; drifted shapes are accepted too (``text_of``).
-    Anything else is a ``ProtocolError``.
+    A JSON string is the text itself; drifted shapes are accepted too (``text_of``).  Data
+    that is not JSON is a ``ProtocolError``; an error object is a ``ServiceError``.
     """
     # Fast paths: a JSON string with no escapes is its own text between the quotes; one with
     # escapes is scanned in C, if that scan ends exactly at the closing quote.
@@ -35,11 +39,14 @@ def chunk_from_event(data: str) -> str | None:
             raise ProtocolError(f"malformed event data: {excerpt(data)}") from None
         if scanned[1] == len(data):
             return scanned[0]
+    return text_of(_decode(data), data)
+
+
+def _decode(data: str) -> object:
     try:
-        value = JSON.decode(data)
+        return JSON.decode(data)
     except ValueError:
         raise ProtocolError(f"malformed event data: {excerpt(data)}") from None
-    return text_of(value, data)
 
 
 def text_of(value: object, raw: str) -> str | None:
@@ -47,6 +54,8 @@ def text_of(value: object, raw: str) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
+        if value.get("error") and not value.get("choices"):
+            raise ServiceError(f"the service reported an error: {error_message(value)}", status=200)
         for key in ("text", "content", "output"):
             text = value.get(key)
             if isinstance(text, str):
@@ -62,20 +71,90 @@ def text_of(value: object, raw: str) -> str | None:
     raise ProtocolError(f"unexpected event data: {excerpt(raw)}")
 
 
-def chunks_of(events: list[str]) -> tuple[list[str], bool, ProtocolError | None]:
-    """The non-empty texts of a run of events, whether the stream ended, and why if badly.
+def error_message(value: object) -> str:
+    """The message of a server's error report -- ``{"error": {"message", "type", "code"}}``,
+    ``{"error": "..."}``, ``{"message": ...}`` or plain text -- with its code, on one line."""
+    error = value.get("error", value) if isinstance(value, dict) else value
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or error.get("type") or json.dumps(error)
+        code = error.get("code")
+        if code not in (None, "") and str(code) not in str(message):
+            message = f"{message} (code {code})"
+        return excerpt(str(message))
+    return excerpt(str(error)) or "no details given"
 
-    A bad event ends the stream, but the good chunks before it in the same read are still
-    delivered: nothing that arrived is lost.
+
+class EventReader:
+    """Reads a reply's events in order: their text, how the reply ended, and why.
+
+    ``finish_reason`` is the last one an OpenAI-style stream gave; ``finished`` says whether
+    the stream may end now without the reply being cut off.
     """
-    chunks: list[str] = []
-    for data in events:
-        if data == "[DONE]":
-            return chunks, True, None
-        try:
-            text = chunk_from_event(data)
-        except ProtocolError as exc:
-            return chunks, True, exc
-        if text:
-            chunks.append(text)
-    return chunks, False, None
+
+    __slots__ = ("choices", "finish_reason", "usage")
+
+    def __init__(self) -> None:
+        self.choices = False  # an OpenAI-style stream, which must say why it ended
+        self.finish_reason: str | None = None
+        self.usage: dict[str, object] | None = None  # token counts, when the server reports them
+
+    @property
+    def finished(self) -> bool:
+        return not self.choices or self.finish_reason is not None
+
+    def read(self, events: list[str]) -> tuple[list[str], bool, KoalaError | None]:
+        """The non-empty texts of a run of events, whether the stream ended, and why if badly.
+
+        A bad event ends the stream, but the good chunks before it in the same read are still
+        delivered: nothing that arrived is lost.
+        """
+        chunks: list[str] = []
+        for data in events:
+            if data == "[DONE]":
+                return chunks, True, self._incomplete()
+            try:
+                if data.__class__ is not str:  # a NamedEvent
+                    text = self._named(data)  # type: ignore[arg-type]
+                elif data[:1] == "{" and '"choices"' in data:
+                    text = self._choice(data)
+                else:
+                    text = chunk_from_event(data)
+            except KoalaError as exc:
+                return chunks, True, exc
+            if text:
+                chunks.append(text)
+        return chunks, False, None
+
+    def end(self) -> KoalaError | None:
+        """The stream's end without ``[DONE]``: fine unless the reply was cut off."""
+        return self._incomplete()
+
+    def _incomplete(self) -> KoalaError | None:
+        if self.finished:
+            return None
+        return NetworkError("the reply was cut off: the stream ended without the server saying it finished")
+
+    def _choice(self, data: str) -> str | None:
+        value = _decode(data)
+        text = text_of(value, data)
+        if not isinstance(value, dict):
+            return text
+        usage = value.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = value.get("choices")
+        if choices and isinstance(choices[0], dict):
+            self.choices = True
+            reason = choices[0].get("finish_reason")
+            if isinstance(reason, str) and reason:
+                self.finish_reason = reason
+        return text
+
+    def _named(self, event: NamedEvent) -> str | None:
+        if event.type == "error":
+            try:
+                value: object = JSON.decode(event)
+            except ValueError:
+                value = str(event)
+            raise ServiceError(f"the service reported an error: {error_message(value)}", status=200)
+        return chunk_from_event(event)  # other named events carry text as before

@@ -162,6 +162,7 @@ async def _run_one(
         "model": reply.model,
         "elapsed_ms": round(reply.elapsed_s * 1000, 1),
         "first_chunk_ms": first,
+        "finish_reason": reply.finish_reason,
     }
 
 

@@ -160,6 +160,8 @@ class JsonWriter:
                 "first_chunk_ms": first,
                 "elapsed_ms": round(reply.elapsed_s * 1000, 1),
                 "chars_per_s": reply.chars_per_s,
+                "finish_reason": reply.finish_reason,
+                **({"usage": reply.usage} if reply.usage is not None else {}),
             }
         )
         write = self._stream.write

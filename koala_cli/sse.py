@@ -14,7 +14,7 @@ import re
 
 from .errors import NetworkError, ProtocolError
 
-__all__ = ["MAX_EVENT_BYTES", "SSEDecoder"]
+__all__ = ["MAX_EVENT_BYTES", "NamedEvent", "SSEDecoder"]
 
 #: The largest event (or unterminated line) accepted before the stream is declared broken.
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -24,20 +24,32 @@ _SIMPLE_RUN = re.compile(r"(?:data: ?[^\n]*\n\n)+")
 _SIMPLE_DATA = re.compile(r"data: ?([^\n]*)\n\n")
 
 
+class NamedEvent(str):
+    """The data of an event whose ``event:`` field named a type other than ``message``."""
+
+    type: str
+
+    def __new__(cls, data: str, type: str) -> NamedEvent:  # noqa: A002 - the SSE field's name
+        event = super().__new__(cls, data)
+        event.type = type
+        return event
+
+
 class SSEDecoder:
     """Turn a byte stream into the ``data`` of its events, one string per dispatched event.
 
-    Only ``data`` matters to koala: ``event``, ``id`` and ``retry`` fields are parsed and
-    ignored, comments (lines starting with ``:``) are skipped.
+    An event of a named type (``event: error``) comes as a ``NamedEvent``; ``id`` and
+    ``retry`` fields are parsed and ignored, comments (lines starting with ``:``) skipped.
     """
 
-    __slots__ = ("_data", "_has_data", "_limit", "_pending", "_size", "_skip_lf", "_utf8")
+    __slots__ = ("_data", "_event", "_has_data", "_limit", "_pending", "_size", "_skip_lf", "_utf8")
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._pending = ""  # the start of a line whose end has not arrived yet
         self._data: list[str] = []  # data lines of the event being built
         self._has_data = False
+        self._event = ""  # the event type of the event being built, if it named one
         self._size = 0  # characters in the event so far, one more per data line
         self._skip_lf = False  # the last piece ended in CR: a leading LF belongs to it
         self._limit = max_event_bytes
@@ -57,7 +69,7 @@ class SSEDecoder:
         if self._pending:
             text = self._pending + text
         events: list[str] = []
-        if not self._has_data:
+        if not self._has_data and not self._event:
             end = text.rfind("\n\n") + 2
             if 2 <= end <= self._limit and _SIMPLE_RUN.fullmatch(text, 0, end):
                 events = _SIMPLE_DATA.findall(text, 0, end)
@@ -90,17 +102,23 @@ class SSEDecoder:
                 self._has_data = True
             elif not line:
                 if self._has_data:
-                    events.append(data[0] if len(data) == 1 else "\n".join(data))
+                    text = data[0] if len(data) == 1 else "\n".join(data)
+                    named = self._event not in ("", "message")
+                    events.append(NamedEvent(text, self._event) if named else text)
                     data.clear()
                     size = 0
                     self._has_data = False
+                self._event = ""
             elif line[0] == ":":
                 continue
             elif line == "data":  # "data" without a colon: an empty data line
                 data.append("")
                 size += 1
                 self._has_data = True
-            # event, id, retry and unknown fields carry nothing koala uses.
+            elif line.partition(":")[0] == "event":
+                value = line[6:]
+                self._event = value[1:] if value[:1] == " " else value
+            # id, retry and unknown fields carry nothing koala uses.
         self._size = size
         if size > self._limit:
             raise ProtocolError(f"event larger than {self._limit} bytes")

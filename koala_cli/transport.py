@@ -16,13 +16,14 @@ import socket
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from email.utils import parsedate_to_datetime
 
 import anyio
 import httpx
 
-from .answers import raise_for_status
+from .answers import host_of, raise_for_status
 from .errors import KoalaError, NetworkError, ProtocolError, ServiceError, TimeoutError, UsageError
 from .proxy import choose_proxy
 from .stopclock import stop_aware
@@ -32,6 +33,7 @@ __all__ = [
     "RETRY_STATUSES",
     "RetryHook",
     "backoff_delay",
+    "exchange",
     "make_client",
     "parse_retry_after",
     "proxy_of",
@@ -310,3 +312,40 @@ async def send(
             on_retry(f"{reason}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})")
         await anyio.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+@asynccontextmanager
+async def exchange(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+    *,
+    proxy: str | None,
+    client: httpx.AsyncClient | None,
+    timeout: float,
+    retries: int,
+    on_retry: RetryHook | None,
+    secrets: Sequence[str | None] = (),
+) -> AsyncIterator[tuple[httpx.Response, str]]:
+    """Send a request (with retries) and hold its 2xx response open; yields it and the host
+    name for messages.  Every koala error raised here or in the body has ``secrets`` masked."""
+    async with AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(make_client(proxy, timeout, url))
+        try:
+            request = client.build_request(method, url, content=content, headers=headers, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise UsageError(f"invalid URL {mask_url(url)!r}: {mask_secrets(str(exc))}") from None
+        host = host_of(request.url)
+        via = proxy_of(client)  # None for a caller's client: its proxy is its own business
+        if via:
+            host = f"{host} (via proxy {mask_url(via)})"
+        try:
+            response = await send(client, request, host, timeout, retries, on_retry)
+            stack.push_async_callback(response.aclose)
+            yield response, host
+        except KoalaError as exc:
+            for secret in secrets:
+                redact(exc, secret)
+            raise

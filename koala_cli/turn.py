@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import errors
+from .events import EventReader
 from .history import append_turns, check_writable, load_history
 from .messages import Message
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from .providers.http import HTTPStreamProvider
 
 __all__ = ["AskOptions", "Connection", "Reply", "ask", "conversation", "last_turns", "stream_reply"]
+
+
+#: Finish reasons of a reply that ended before the model was done: said on stderr, still saved.
+CUT_SHORT = {"length": "the token limit was reached", "content_filter": "the server's content filter stopped it"}
 
 
 def _koala() -> type[HTTPStreamProvider]:
@@ -67,6 +72,8 @@ class Reply:
     chars: int
     first_chunk_s: float | None
     elapsed_s: float
+    finish_reason: str | None = None  # why an OpenAI-style stream ended: stop, length, ...
+    usage: dict[str, object] | None = None  # token counts, when the server reported them
 
     @property
     def chars_per_s(self) -> float | None:
@@ -117,6 +124,7 @@ async def stream_reply(
     model = provider.get_model(model)
     writer.start(model)
     parts: list[str] = []
+    events = EventReader()
     chunks = chars = 0
     started = time.monotonic()
     first_chunk: float | None = None
@@ -124,7 +132,9 @@ async def stream_reply(
     try:
         with deadline:
             options = connection.request_options()
-            stream = provider.stream_batches(model, messages, connection.proxy, **options, on_retry=notify)
+            stream = provider.stream_batches(
+                model, messages, connection.proxy, **options, on_retry=notify, events=events
+            )
             async with aclosing(stream) as batches:
                 async for batch in batches:
                     if first_chunk is None:
@@ -138,8 +148,11 @@ async def stream_reply(
         raise errors.TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
     if not chunks:  # a service that answers nothing has failed, whatever its status said
         raise errors.ProtocolError("the service sent an empty reply")
+    if events.finish_reason in CUT_SHORT:
+        notify(f"the reply was cut short: {CUT_SHORT[events.finish_reason]} (finish_reason {events.finish_reason})")
     text = "".join(parts) if keep_text else None
-    return Reply(text, model, chunks, chars, first_chunk, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return Reply(text, model, chunks, chars, first_chunk, elapsed, events.finish_reason, events.usage)
 
 
 async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]) -> Reply:

@@ -95,7 +95,7 @@ def ask(
         history = _continued(history, continue_)
         options = AskOptions(
             prompt=_prompt(prompt or [], files or [], edit),
-            model=turn.model,
+            model=turn.model or "",
             system=turn.system_text(),
             history=history,
             max_turns=max_turns,
@@ -211,12 +211,14 @@ def _file(name: str) -> tuple[str, str]:
 
 
 def stats_line(reply: "Reply") -> str:
-    """Time to first chunk, total time, chunks, characters, characters per second."""
+    """Time to first chunk, total time, chunks, characters, characters per second, and why the
+    reply ended when the server said so."""
     first = "-" if reply.first_chunk_s is None else f"{reply.first_chunk_s * 1000:.0f} ms"
     rate = reply.chars_per_s or 0.0
+    finish = f", finish_reason {reply.finish_reason}" if reply.finish_reason else ""
     return (
         f"stats: first chunk {first}, total {reply.elapsed_s * 1000:.0f} ms, {reply.chunks} chunks, "
-        f"{reply.chars} chars, {rate:.0f} chars/s"
+        f"{reply.chars} chars, {rate:.0f} chars/s{finish}"
     )
 
 

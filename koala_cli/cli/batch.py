@@ -91,7 +91,7 @@ def batch(
                 command="batch",
                 profile=settings.profile,
                 link=link,
-                model=result.get("model") or job.model or turn.model,
+                model=result.get("model") or job.model or turn.model or "",
                 prompt=job.prompt,
                 system=job.system if job.system is not None else system,
                 started=time.time() - elapsed,
@@ -110,7 +110,7 @@ def batch(
     outcome = run_guarded(
         lambda: run_batch(
             jobs,
-            model=turn.model,
+            model=turn.model or "",
             system=system,
             connection=link,
             concurrency=concurrency,

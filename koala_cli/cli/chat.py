@@ -73,13 +73,14 @@ def chat(
             history = _continued(history)
         link = connection.resolve(settings, sampling=sampling)
         system = turn.system_text()
+        link.provider.get_model(turn.model)  # a provider without a default needs -m before the first turn
         log = logging.path()
         prior = load_history(history) if history is not None else []
         if history is not None:
             check_writable(history)
     except KoalaError as exc:
         fail(exc, None, debug)
-    session = _Session(link, prior, history, turn.model, system, debug)
+    session = _Session(link, prior, history, turn.model or "", system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
     session.log = (logging, log, settings.profile)
     raise typer.Exit(session.loop())

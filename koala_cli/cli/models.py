@@ -1,32 +1,65 @@
-"""``koala models``: the models koala knows for a provider."""
+"""``koala models``: the models a provider offers -- asked of the server where it can say."""
+
+from typing import TYPE_CHECKING
+
+import typer
 
 from ..errors import KoalaError
-from ..providers import load_provider
-from .exits import fail
-from .options import JsonFlag, Provider
-from .settings import NoConfig, Profile
-from .stdio import write_out
+from .exits import fail, finish
+from .options import ConnectionOptions, Debug, JsonFlag, expand_options
+from .runner import run_guarded
+from .settings import settings_of
+from .stdio import notice, write_out
 
-HELP = """List the models koala knows for a provider; the default is marked.
+if TYPE_CHECKING:
+    from ..turn import Connection
 
-Other names are passed to the service as given."""
+HELP = """List the models of a provider, one a line.
+
+koala.sh cannot be asked: its known models are listed, the default marked (other names are
+passed to the service as given). An OpenAI-compatible server (--provider openai) is asked:
+GET {base}/models, with the key."""
 
 
+@expand_options
 def models(
-    provider: Provider = "koala", json_output: JsonFlag = False, profile: Profile = None, no_config: NoConfig = False
+    ctx: typer.Context,
+    json_output: JsonFlag = False,
+    connection: ConnectionOptions = ConnectionOptions(),
+    debug: Debug = False,
 ) -> None:
     import json
 
     try:
-        chosen = load_provider(provider)
+        link = connection.resolve(settings_of(ctx))
     except KoalaError as exc:
-        fail(exc, None, False)
+        fail(exc, None, debug)
+    outcome = run_guarded(lambda: _ask_server(link))
+    finish(outcome, None, debug)
+    names: list[str] = outcome.value
+    provider = next(name for name, path in _registry() if path.endswith(f":{link.provider.__name__}"))
+    default = link.provider.default_model
     lines = []
-    for name in chosen.models:
-        default = name == chosen.default_model
+    for name in names:
         if json_output:
-            record = {"id": name, "default": default, "provider": provider.lower()}
-            lines.append(json.dumps(record))
+            lines.append(json.dumps({"id": name, "default": name == default, "provider": provider}))
         else:
-            lines.append(f"{name} (default)" if default else name)
-    write_out("\n".join(lines) + "\n")
+            lines.append(f"{name} (default)" if name == default else name)
+    write_out("".join(line + "\n" for line in lines))
+
+
+def _registry() -> list[tuple[str, str]]:
+    from ..providers import PROVIDERS
+
+    return list(PROVIDERS.items())
+
+
+async def _ask_server(link: "Connection") -> list[str]:
+    return await link.provider.list_models(
+        link.proxy,
+        base_url=link.base_url,
+        timeout=link.timeout,
+        api_key=link.api_key,
+        retries=link.retries,
+        on_retry=notice,
+    )

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from ..errors import UsageError
-from ..messages import DEFAULT_MODEL
 from .exits import fail
 from .settings import NoConfig, Profile
 
@@ -26,7 +25,17 @@ if TYPE_CHECKING:
     from ..config import Resolved
     from ..turn import Connection
 
-Model = Annotated[str, typer.Option("-m", "--model", metavar="MODEL", envvar="KOALA_MODEL", help="Model name.")]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "-m",
+        "--model",
+        metavar="MODEL",
+        envvar="KOALA_MODEL",
+        help="Model name [default: gpt-4o-mini; openai: none, name one].",
+        show_default=False,
+    ),
+]
 System = Annotated[
     str | None, typer.Option("-s", "--system", metavar="TEXT", help="System instruction (not saved in the history).")
 ]
@@ -242,7 +251,7 @@ def outcome_status(outcome: Any) -> int:
 class TurnOptions:
     """What every question is asked with: the model and a system instruction."""
 
-    model: Model = DEFAULT_MODEL
+    model: Model = None
     system: System = None
     system_file: SystemFile = None
     role: Role = None

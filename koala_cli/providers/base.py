@@ -66,6 +66,11 @@ class ProviderModelMixin:
         through unchanged, since the service's list changes faster than ours."""
         name = (model or "").strip()
         if not name:
+            if not cls.default_model:
+                raise UsageError(
+                    f"no model given, and {cls.__name__} servers have no default: name one with -m "
+                    f"('koala models --provider {cls.__name__.lower()}' lists what the server offers)"
+                )
             return cls.default_model
         return cls.model_aliases.get(name, name)
 

@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..answers import answer_batches, event_batches, host_of
-from ..errors import KoalaError, UsageError
+from ..answers import answer_batches, event_batches
+from ..errors import UsageError
+from ..events import EventReader
 from ..messages import Message
-from ..text import ascii_host_url, mask_secrets, mask_url, url_secrets
-from ..transport import RetryHook, make_client, proxy_of, redact, send, translate_error
+from ..text import ascii_host_url, url_secrets
+from ..transport import RetryHook, exchange, translate_error
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec, check_request
 
-__all__ = ["HTTPStreamProvider"]
+__all__ = ["HTTPStreamProvider", "url_under"]
+
+
+def url_under(base_url: str, path: str) -> str:
+    """``path`` appended to a base URL's path; its query string kept (Azure's
+    ``?api-version=``), a ``#fragment`` dropped (it never reaches a server anyway)."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
 
 
 class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
@@ -88,7 +97,8 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
 
         Keyword options: ``client`` (a caller-owned ``httpx.AsyncClient``, never closed here),
         ``base_url``, ``timeout`` (seconds to connect or between bytes), ``web_search``,
-        ``api_key``, ``retries`` and ``on_retry`` (called with a one-line notice).
+        ``api_key``, ``retries``, ``on_retry`` (called with a one-line notice) and ``events``
+        (an ``EventReader`` that is left knowing the reply's ``finish_reason`` and ``usage``).
         """
         async with aclosing(cls.stream_batches(model, messages, proxy, **kwargs)) as batches:
             async for batch in batches:
@@ -110,11 +120,13 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         retries: int = 3,
         on_retry: RetryHook | None = None,
         options: Mapping[str, object] | None = None,
+        events: EventReader | None = None,
     ) -> AsyncGenerator[list[str], None]:
         """Like ``create_async_generator``, but one list of chunks per network read.
 
         Writers that flush once per list keep every chunk as fresh as its bytes while paying
-        for one system call per read instead of one per chunk.
+        for one system call per read instead of one per chunk.  A caller's ``events`` reader
+        is left knowing how the reply ended (``finish_reason``, ``usage``).
         """
         api_key, base_url = check_request(
             model, messages, retries=retries, timeout=timeout, api_key=api_key, base_url=base_url
@@ -122,40 +134,44 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         spec = cls.request_spec(
             model, messages, base_url=base_url, web_search=web_search, api_key=api_key, options=options
         )
-        async with AsyncExitStack() as stack:
-            if client is None:
-                client = await stack.enter_async_context(make_client(proxy, timeout, spec.url))
+        # Our own encoding: ASCII escapes are quicker for a long history, and a lone
+        # surrogate (legal in a JSON string) becomes its escape instead of an error.
+        body = json.dumps(spec.body, separators=(",", ":")).encode("ascii")
+        transfer = exchange(
+            spec.method,
+            spec.url,
+            spec.headers,
+            body,
+            proxy=proxy,
+            client=client,
+            timeout=timeout,
+            retries=retries,
+            on_retry=on_retry,
+            secrets=(api_key, *url_secrets(proxy or ""), *url_secrets(base_url or "")),
+        )
+        async with transfer as (response, host):
+            started = False
             try:
-                # Our own encoding: ASCII escapes are quicker for a long history, and a lone
-                # surrogate (legal in a JSON string) becomes its escape instead of an error.
-                body = json.dumps(spec.body, separators=(",", ":"))
-                request = client.build_request(
-                    spec.method,
-                    spec.url,
-                    content=body.encode("ascii"),
-                    headers=spec.headers,
-                    timeout=timeout,
-                )
-            except httpx.InvalidURL as exc:
-                raise UsageError(f"invalid URL {mask_url(spec.url)!r}: {mask_secrets(str(exc))}") from None
-            host = host_of(request.url)
-            via = proxy_of(client)  # None for a caller's client: its proxy is its own business
-            if via:
-                host = f"{host} (via proxy {mask_url(via)})"
-            try:
-                response = await send(client, request, host, timeout, retries, on_retry)
-                stack.push_async_callback(response.aclose)
-                started = False
-                try:
-                    async for batch in answer_batches(response, host):
-                        started = True
-                        yield batch
-                except httpx.HTTPError as exc:
-                    raise translate_error(exc, host, timeout, mid_reply=started) from exc
-            except KoalaError as exc:
-                for secret in (api_key, *url_secrets(proxy or ""), *url_secrets(base_url or "")):
-                    redact(exc, secret)
-                raise
+                async for batch in answer_batches(response, host, events):
+                    started = True
+                    yield batch
+            except httpx.HTTPError as exc:
+                raise translate_error(exc, host, timeout, mid_reply=started) from exc
+
+    @classmethod
+    async def list_models(
+        cls,
+        proxy: str | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        api_key: str | None = None,
+        retries: int = 3,
+        on_retry: RetryHook | None = None,
+    ) -> list[str]:
+        """The models the service offers; koala's own list where it cannot be asked."""
+        return list(cls.models)
 
     @staticmethod
     async def _parse_event_stream(response: httpx.Response) -> AsyncIterator[str]:

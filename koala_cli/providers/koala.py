@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..messages import DEFAULT_MODEL, Message
-from .http import HTTPStreamProvider
+from .http import HTTPStreamProvider, url_under
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -37,19 +37,20 @@ class Payload(TypedDict):
 
 
 def build_payload(messages: Sequence[Message], model: str) -> Payload:
-    """Map an OpenAI-style conversation onto koala.sh's fields.
+    """Map an OpenAI-style conversation onto koala.sh's fields, as gpt4free's Koala does.
 
-    ``input`` is the last message (the new user turn) with every system text appended after a
-    space; ``inputHistory`` the earlier user turns; ``outputHistory`` the assistant turns.
+    ``input`` is the last message (the new user turn) followed by the system texts, joined by
+    spaces, after one more space (nothing when they are empty); ``inputHistory`` the earlier
+    user turns; ``outputHistory`` the assistant turns.
     """
     if not messages:
         raise UsageError("no messages to send")
     *earlier, last = messages
     if last["role"] != "user":
         raise UsageError(f"the last message must be a user turn, not {last['role']}")
-    systems = [m["content"] for m in messages if m["role"] == "system"]
+    systems = " ".join(m["content"] for m in messages if m["role"] == "system")
     return {
-        "input": " ".join([last["content"], *systems]),
+        "input": f"{last['content']} {systems}" if systems else last["content"],
         "inputHistory": [m["content"] for m in earlier if m["role"] == "user"],
         "outputHistory": [m["content"] for m in earlier if m["role"] == "assistant"],
         "model": model,
@@ -57,8 +58,8 @@ def build_payload(messages: Sequence[Message], model: str) -> Payload:
 
 
 def endpoint_url(base_url: str) -> str:
-    """The API endpoint under a base URL; a trailing slash or a path prefix is kept."""
-    return base_url.rstrip("/") + ENDPOINT_PATH
+    """The API endpoint under a base URL; a path prefix and a query string are kept."""
+    return url_under(base_url, ENDPOINT_PATH)
 
 
 def site_origin(base_url: str) -> str:

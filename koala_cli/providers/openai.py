@@ -1,39 +1,62 @@
-"""Any OpenAI-compatible chat-completions server: llama.cpp, Ollama, vLLM, hosted services.
+"""Any OpenAI-compatible chat-completions server: llama.cpp, Ollama, vLLM, LiteLLM, hosted services.
 
-Only the request differs from koala.sh's; the reply's ``choices[0].delta.content`` chunks and
-``[DONE]`` are understood by the shared reader (``events``).
+Only the request differs from koala.sh's; the reply's ``choices[0].delta.content`` chunks,
+``finish_reason`` and ``[DONE]`` are understood by the shared reader (``events``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import UsageError
-from ..messages import DEFAULT_MODEL, Message
-from .http import HTTPStreamProvider
+import httpx
 
-__all__ = ["OpenAI", "chat_completions_url"]
+from ..errors import ProtocolError, ServiceError, UsageError
+from ..events import JSON
+from ..messages import Message
+from ..text import excerpt
+from ..transport import RetryHook, exchange, translate_error
+from .http import HTTPStreamProvider, url_under
+
+__all__ = ["OpenAI", "api_root", "chat_completions_url", "models_url"]
+
+
+def api_root(base_url: str) -> str:
+    """The API root as the OpenAI SDK, LiteLLM and llm take it: the base URL as given, or
+    ``/v1`` under it when it has no path (``http://127.0.0.1:11434`` is Ollama's ``/v1``)."""
+    parts = urlsplit(base_url)
+    if parts.path.strip("/"):
+        return base_url
+    return urlunsplit((parts.scheme, parts.netloc, "/v1", parts.query, ""))
 
 
 def chat_completions_url(base_url: str) -> str:
-    """``{base}/v1/chat/completions``; a base that already ends in ``/v1`` is not doubled."""
-    base = base_url.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[: -len("/v1")]
-    return f"{base}/v1/chat/completions"
+    """``{root}/chat/completions`` (see ``api_root``); a query string is kept."""
+    return url_under(api_root(base_url), "/chat/completions")
+
+
+def models_url(base_url: str) -> str:
+    """``{root}/models`` (see ``api_root``)."""
+    return url_under(api_root(base_url), "/models")
+
+
+def system_first(messages: Sequence[Message]) -> list[Message]:
+    """System messages first, each group in its own order: chat templates that allow a system
+    message only at the start (Llama-2 and others) make the server fail otherwise."""
+    return [m for m in messages if m["role"] == "system"] + [m for m in messages if m["role"] != "system"]
 
 
 class OpenAI(HTTPStreamProvider):
-    """An OpenAI-compatible ``/v1/chat/completions`` endpoint with ``stream: true``."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint with ``stream: true``."""
 
-    url: ClassVar[str] = "https://api.openai.com"
+    url: ClassVar[str] = "https://api.openai.com/v1"
     working: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
     api_key_env: ClassVar[str | None] = "OPENAI_API_KEY"
     takes_options: ClassVar[bool] = True
-    default_model: ClassVar[str] = DEFAULT_MODEL
-    models: ClassVar[tuple[str, ...]] = (DEFAULT_MODEL, "gpt-4o")
+    default_model: ClassVar[str] = ""  # no name every server has: the caller says which
+    models: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def endpoint(cls, base_url: str) -> str:
@@ -49,7 +72,7 @@ class OpenAI(HTTPStreamProvider):
             raise UsageError("the last message must be a user turn")
         return {
             "model": model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": [{"role": m["role"], "content": m["content"]} for m in system_first(messages)],
             "stream": True,
         }
 
@@ -57,3 +80,56 @@ class OpenAI(HTTPStreamProvider):
     def with_options(cls, body: Mapping[str, object], options: Mapping[str, object]) -> Mapping[str, object]:
         """Sampling options are fields of the body (they cannot replace model, messages, stream)."""
         return {**body, **{key: value for key, value in options.items() if key not in body}}
+
+    @classmethod
+    async def list_models(
+        cls,
+        proxy: str | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        api_key: str | None = None,
+        retries: int = 3,
+        on_retry: RetryHook | None = None,
+    ) -> list[str]:
+        """``GET {root}/models``: the ids the server offers, in its order."""
+        url = models_url(base_url or cls.url)
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        transfer = exchange(
+            "GET",
+            url,
+            headers,
+            proxy=proxy,
+            client=client,
+            timeout=timeout,
+            retries=retries,
+            on_retry=on_retry,
+            secrets=(api_key,),
+        )
+        try:
+            async with transfer as (response, host):
+                try:
+                    body = (await response.aread()).decode("utf-8", "replace")
+                except httpx.HTTPError as exc:
+                    raise translate_error(exc, host, timeout) from exc
+        except ServiceError as exc:
+            if exc.status in (404, 405):
+                raise ServiceError(
+                    f"the server offers no model list: {exc}", status=exc.status, excerpt=exc.excerpt
+                ) from None
+            raise
+        return _model_ids(body, host)
+
+
+def _model_ids(body: str, host: str) -> list[str]:
+    try:
+        value = JSON.decode(body)
+    except ValueError:
+        raise ProtocolError(f"{host} answered a model list that is not JSON: {excerpt(body)}") from None
+    entries = value.get("data") if isinstance(value, dict) else None
+    if not isinstance(entries, list):
+        raise ProtocolError(f'{host} answered a model list without "data": {excerpt(body)}')
+    return [entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]

@@ -296,6 +296,8 @@ def test_dry_run_openai_maps_history_to_messages(
         "openai",
         "--base-url",
         server.base_url,
+        "-m",
+        "gpt-4o-mini",
         "-H",
         str(path),
         "-s",
@@ -309,16 +311,19 @@ def test_dry_run_openai_maps_history_to_messages(
     record = json.loads(result.stdout)
     assert record["url"] == f"{server.base_url}/v1/chat/completions"
     assert record["headers"]["Authorization"] == "Bearer ***"
-    assert record["body"] == {
-        "model": "gpt-4o-mini",
-        "messages": [
-            HISTORY[0],
-            *HISTORY[3:],
-            {"role": "system", "content": "Answer in English."},
-            {"role": "user", "content": "again?"},
-        ],
-        "stream": True,
-    }
+    assert (
+        record["body"]
+        == {
+            "model": "gpt-4o-mini",
+            "messages": [  # system messages first, in order
+                HISTORY[0],
+                {"role": "system", "content": "Answer in English."},
+                *HISTORY[3:],
+                {"role": "user", "content": "again?"},
+            ],
+            "stream": True,
+        }
+    )
     assert server.requests == []
 
 

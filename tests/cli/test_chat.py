@@ -71,18 +71,19 @@ def test_piped_chat_with_the_openai_provider(server: StandIn, tmp_path: Path, mo
     path = tmp_path / "chat.jsonl"
 
     def reply(text: str) -> bytes:
-        return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}]}).encode() + b"\n\ndata: [DONE]\n\n"
+        event = {"choices": [{"delta": {"content": text}, "finish_reason": "stop"}]}
+        return b"data: " + json.dumps(event).encode() + b"\n\ndata: [DONE]\n\n"
 
     server.push(Script([reply("R1")]), Script([reply("R2")]))
-    result = chat(server, "--provider", "openai", "-s", "Be terse.", "-H", str(path), stdin=b"q1\nq2\n")
+    result = chat(server, "--provider", "openai", "-m", "m", "-s", "Be terse.", "-H", str(path), stdin=b"q1\nq2\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"R1\nR2\n"
     assert server.requests[1].path == "/v1/chat/completions"
     assert server.requests[1].headers["authorization"] == "Bearer sk-chat"
     assert server.requests[1].json()["messages"] == [
+        {"role": "system", "content": "Be terse."},
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": "R1"},
-        {"role": "system", "content": "Be terse."},
         {"role": "user", "content": "q2"},
     ]
     assert read_jsonl(path) == [

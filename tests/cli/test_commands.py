@@ -3,32 +3,53 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import HISTORY, WAIT, invoke, ndjson, one_line_error, write_jsonl
+from standin import Script, StandIn
 
 
-@pytest.mark.parametrize("provider", ["koala", "openai"])
-def test_models(provider: str) -> None:
-    result = invoke("models", "--provider", provider)
+def test_models_koala_lists_the_known_ones() -> None:
+    result = invoke("models")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()
     assert "gpt-4o-mini (default)" in lines
     assert sum(line.endswith(" (default)") for line in lines) == 1
     assert len(lines) >= 2
-    as_json = invoke("models", "--json", "--provider", provider)
-    records = ndjson(as_json.stdout)
+    records = ndjson(invoke("models", "--json", "--provider", "koala").stdout)
     assert [r["id"] for r in records] == [line.removesuffix(" (default)") for line in lines]
     assert [r["id"] for r in records if r["default"] is True] == ["gpt-4o-mini"]
-    assert {r["provider"] for r in records} == {provider}
+    assert {r["provider"] for r in records} == {"koala"}
 
 
-def test_models_provider_from_env_and_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+MODEL_LIST = json.dumps({"object": "list", "data": [{"id": "tiny", "object": "model"}, {"id": "big"}]}).encode()
+
+
+def test_models_openai_asks_the_server(server: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOALA_PROVIDER", "openai")
-    assert {r["provider"] for r in ndjson(invoke("models", "--json").stdout)} == {"openai"}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-list")
+    json_body = {"Content-Type": "application/json"}
+    server.push(Script([MODEL_LIST], headers=json_body), Script([MODEL_LIST], headers=json_body))
+    result = invoke("models", "--base-url", server.base_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"tiny\nbig\n", b"")
+    request = server.requests[0]
+    assert (request.method, request.path, request.headers["authorization"]) == ("GET", "/v1/models", "Bearer sk-list")
+    records = ndjson(invoke("models", "--json", "--base-url", server.base_url + "/v1").stdout)
+    assert records == [{"id": n, "default": False, "provider": "openai"} for n in ("tiny", "big")]
+
+
+def test_models_openai_server_without_a_list(server: StandIn) -> None:
+    server.push(Script([b"not here"], status=404, reason="Not Found", headers={"Content-Type": "text/plain"}))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url, "--retries", "0")
+    assert (result.returncode, result.stdout) == (4, b"")
+    assert "offers no model list" in one_line_error(result)
+
+
+def test_models_provider_unknown() -> None:
     result = invoke("models", "--provider", "nosuch")
     assert result.returncode == 2
     assert result.stdout == b""

@@ -31,7 +31,8 @@ def openai_sse(*texts: str, done: bool = True) -> bytes:
 
 
 def openai_ask(server: StandIn, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return invoke("ask", "--provider", "openai", "--base-url", server.base_url, "--retries", "0", *args, stdin=stdin)
+    base = ["--provider", "openai", "--base-url", server.base_url, "-m", "gpt-4o-mini", "--retries", "0"]
+    return invoke("ask", *base, *args, stdin=stdin)
 
 
 def test_openai_raw(server: StandIn) -> None:
@@ -81,11 +82,15 @@ def test_openai_history_is_sent_and_appended(server: StandIn, tmp_path: Path) ->
     server.push(Script([openai_sse("Ann")]))
     result = openai_ask(server, "-H", str(path), "-s", "One word.", "what is my name?")
     assert result.returncode == 0, result.stderr
-    assert server.requests[0].json()["messages"] == [
-        *HISTORY,
-        {"role": "system", "content": "One word."},
-        {"role": "user", "content": "what is my name?"},
-    ]
+    assert (
+        server.requests[0].json()["messages"]
+        == [  # system messages first, in order (strict chat templates)
+            HISTORY[0],
+            {"role": "system", "content": "One word."},
+            *HISTORY[1:],
+            {"role": "user", "content": "what is my name?"},
+        ]
+    )
     data = path.read_bytes()
     assert data.startswith(before)
     assert [json.loads(line) for line in data[len(before) :].splitlines()] == [
@@ -109,7 +114,7 @@ def test_openai_history_is_sent_and_appended(server: StandIn, tmp_path: Path) ->
         ),
         (Script([b"busy"], status=500, reason="Internal Server Error"), 4, "HTTP 500"),
         (Script([openai_sse("part", done=False)[:-2] + b"\n\ndata: {broken\n\n"]), 5, "malformed"),
-        (Script([b'data: {"error": {"message": "overloaded"}}\n\n']), 5, "unexpected"),
+        (Script([b'data: {"error": {"message": "overloaded"}}\n\n']), 4, "overloaded"),
     ],
 )
 def test_openai_failures(server: StandIn, tmp_path: Path, script: Script, status: int, needle: str) -> None:
@@ -133,6 +138,8 @@ def test_openai_batch(routed: RoutedStandIn) -> None:
         "openai",
         "--base-url",
         routed.base_url,
+        "-m",
+        "gpt-4o-mini",
         "--retries",
         "0",
         "--lines",
@@ -158,5 +165,30 @@ def test_json_error_message_is_extracted(server: StandIn) -> None:
 
 
 def test_koala_key_is_not_sent_to_other_providers(server: StandIn) -> None:
-    invoke("ask", "--provider", "openai", "--base-url", server.base_url, "hi", env={"KOALA_API_KEY": "koala-secret"})
+    invoke(
+        "ask",
+        "--provider",
+        "openai",
+        "-m",
+        "m",
+        "--base-url",
+        server.base_url,
+        "hi",
+        env={"KOALA_API_KEY": "koala-secret"},
+    )
     assert "authorization" not in server.requests[0].headers
+
+
+def test_openai_needs_a_model(server: StandIn) -> None:
+    """No model name is on every OpenAI-compatible server: without -m nothing is sent."""
+    base = ["--provider", "openai", "--base-url", server.base_url]
+    for command in (["ask", "hi"], ["ask", "--dry-run", "hi"], ["chat"]):
+        result = invoke(*command, *base, stdin=b"q\n")
+        assert (result.returncode, result.stdout) == (2, b""), command
+        assert "-m" in one_line_error(result)
+    result = invoke("batch", "--lines", *base, stdin=b"q\n")
+    assert result.returncode == 2
+    [record] = ndjson(result.stdout)
+    assert (record["ok"], record["error"]["exit_status"]) == (False, 2)
+    assert "-m" in record["error"]["message"]
+    assert server.requests == []

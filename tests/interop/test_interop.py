@@ -3,8 +3,8 @@
 sse-starlette on uvicorn and aiohttp serve the koala.sh protocol (``POST /api/gpt/``) and
 OpenAI chat completions (``POST /v1/chat/completions``) with their own HTTP and SSE code: CRLF
 line ends, ``: ping`` comments, chunked writes cut inside UTF-8 sequences. The scenarios are
-picked by ``-m``. Tests marked xfail(strict) describe what issue 9 asks and today's koala does
-not do yet; they pass (and the mark goes) when it does.
+picked by ``-m``. The issue-9 cases (error events, finish reasons, message order, URL rules,
+`koala models` asking the server) were written before the fixes, as strict xfails.
 """
 
 from __future__ import annotations
@@ -155,7 +155,6 @@ def test_openai_base_url_with_v1(uvicorn_server: UvicornServer) -> None:
 # --- issue 9: what real servers do that koala does not handle yet --------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: an error event is a service error with the server's message")
 @pytest.mark.parametrize("where", BOTH)
 def test_error_event_mid_stream(servers: dict[str, Any], where: tuple[str, str], tmp_path: Path) -> None:
     history = tmp_path / "chat.jsonl"
@@ -167,7 +166,6 @@ def test_error_event_mid_stream(servers: dict[str, Any], where: tuple[str, str],
     assert not history.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: an error event ends --json with the error record")
 def test_error_event_json_record(uvicorn_server: UvicornServer) -> None:
     done = ask(uvicorn_server, "openai", "error-mid", "--json", "hi")
     got = records(done.stdout)
@@ -177,7 +175,6 @@ def test_error_event_json_record(uvicorn_server: UvicornServer) -> None:
     assert ERROR["message"] in got[-1]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: SSE `event: error` is an error, not reply text")
 @pytest.mark.parametrize(
     ("where", "scenario"),
     [
@@ -193,7 +190,6 @@ def test_sse_error_event(servers: dict[str, Any], where: tuple[str, str], scenar
     assert not history.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: finish_reason in the done record; length gives a notice")
 def test_finish_reason_length(aiohttp_server: AiohttpServer) -> None:
     done = ask(aiohttp_server, "openai", "length", "--json", "hi")
     assert (done.returncode, records(done.stdout)[-1]["finish_reason"]) == (0, "length")
@@ -201,7 +197,6 @@ def test_finish_reason_length(aiohttp_server: AiohttpServer) -> None:
     assert "length" in done.stderr and "error" not in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: [DONE] without a finish_reason is an incomplete reply")
 def test_no_finish_reason_is_incomplete(uvicorn_server: UvicornServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.jsonl"
     done = ask(uvicorn_server, "openai", "unfinished", "-H", str(history), "hi")
@@ -211,7 +206,6 @@ def test_no_finish_reason_is_incomplete(uvicorn_server: UvicornServer, tmp_path:
     assert not history.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: system messages first for OpenAI-compatible servers")
 def test_openai_system_messages_first(aiohttp_server: AiohttpServer, tmp_path: Path) -> None:
     history = tmp_path / "chat.jsonl"
     history.write_text(
@@ -231,7 +225,6 @@ def test_openai_system_messages_first(aiohttp_server: AiohttpServer, tmp_path: P
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: an empty body after a 2xx event-stream header")
 @pytest.mark.parametrize("where", BOTH)
 def test_empty_event_stream(servers: dict[str, Any], where: tuple[str, str]) -> None:
     done = ask(servers[where[0]], where[1], "empty", "hi")
@@ -240,14 +233,12 @@ def test_empty_event_stream(servers: dict[str, Any], where: tuple[str, str]) -> 
     assert "not an event stream" not in done.stderr and "instead of an event stream" not in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: the openai base URL is the API root; /chat/completions is appended")
 def test_openai_base_url_api_root(aiohttp_server: AiohttpServer) -> None:
     base = aiohttp_server.base_url + "/v1beta/openai/"
     done = _koala("ask", "--provider", "openai", "--base-url", base, "--retries", "0", "-m", "hello", "hi")
     assert (done.returncode, done.stdout, done.stderr) == (0, HELLO + "\n", "")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9: koala models --provider openai asks the server")
 def test_models_asks_the_server(uvicorn_server: UvicornServer) -> None:
     done = _koala("models", "--provider", "openai", "--base-url", uvicorn_server.base_url, "--json")
     assert (done.returncode, done.stderr) == (0, "")
