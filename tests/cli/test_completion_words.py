@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import run_koala
 from daily_helpers import Dirs
+from standin import Script, StandIn
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -46,10 +47,12 @@ def test_profiles_roles_and_groups(script: Path, dirs: Dirs) -> None:
     assert complete(script, "config", "show", "--j") == ["--json"]
 
 
-def test_models_come_from_koala_models_and_are_cached(script: Path, dirs: Dirs) -> None:
-    dirs.write_config('[profiles.o]\nprovider = "openai"\n')
+def test_models_come_from_koala_models_and_are_cached(script: Path, dirs: Dirs, server: StandIn) -> None:
+    server.push(Script([b'{"data": [{"id": "tiny"}, {"id": "big"}]}'], headers={"Content-Type": "application/json"}))
+    dirs.write_config(f'[profiles.o]\nprovider = "openai"\nbase_url = "{server.base_url}"\n')
     first = complete(script, "ask", "-p", "o", "-m", "")
-    assert "gpt-4o-mini" in first
+    assert first == ["tiny", "big"]
+    assert [r.path for r in server.requests] == ["/v1/models"]
     cached = dirs.cache / "models-o.txt"
     assert cached.read_text().split() == first
     cached.write_text("from-the-cache\n")

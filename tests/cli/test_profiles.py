@@ -137,16 +137,18 @@ def test_unknown_profile_names_the_known_ones(dirs: Dirs, koala: Koala, monkeypa
     assert koala("ask", "-p", "a", "--dry-run", "hi").status == 0  # the flag wins over KOALA_PROFILE
 
 
-def test_models_takes_the_profile_provider(dirs: Dirs, koala: Koala) -> None:
-    dirs.write_config('[profiles.o]\nprovider = "openai"\n')
+def test_models_takes_the_profile_provider(dirs: Dirs, koala: Koala, server: StandIn) -> None:
+    server.push(Script([b'{"data": [{"id": "tiny"}]}'], headers={"Content-Type": "application/json"}))
+    dirs.write_config(f'[profiles.o]\nprovider = "openai"\nbase_url = "{server.base_url}"\n')
     assert json.loads(koala("models", "-p", "o", "--json").out.splitlines()[0])["provider"] == "openai"
+    assert server.requests[0].path == "/v1/models"
 
 
 # -- keys ------------------------------------------------------------------------------------
 
 
 def key_config(dirs: Dirs, server: StandIn, source: str, mode: int = 0o600) -> None:
-    dirs.write_config(f'[profiles.k]\nprovider = "openai"\nbase_url = "{server.base_url}"\n{source}\n', mode)
+    dirs.write_config(f'[profiles.k]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.base_url}"\n{source}\n', mode)
 
 
 def test_api_key_cmd_runs_only_for_a_real_request(dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path) -> None:
