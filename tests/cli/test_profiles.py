@@ -148,7 +148,9 @@ def test_models_takes_the_profile_provider(dirs: Dirs, koala: Koala, server: Sta
 
 
 def key_config(dirs: Dirs, server: StandIn, source: str, mode: int = 0o600) -> None:
-    dirs.write_config(f'[profiles.k]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.base_url}"\n{source}\n', mode)
+    dirs.write_config(
+        f'[profiles.k]\nprovider = "openai"\nmodel = "m"\nbase_url = "{server.base_url}"\n{source}\n', mode
+    )
 
 
 def test_api_key_cmd_runs_only_for_a_real_request(dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path) -> None:

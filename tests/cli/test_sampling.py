@@ -10,7 +10,8 @@ from standin import Script, StandIn
 
 
 def openai(koala: Koala, server: StandIn, *args: str, stdin: bytes = b""):  # type: ignore[no-untyped-def]
-    return koala("ask", "--provider", "openai", "--base-url", server.base_url, "--retries", "0", *args, stdin=stdin)
+    base = ["--provider", "openai", "--base-url", server.base_url, "-m", "gpt-4o-mini", "--retries", "0"]
+    return koala("ask", *base, *args, stdin=stdin)
 
 
 def test_flags_go_into_the_request(koala: Koala, server: StandIn) -> None:
@@ -54,7 +55,7 @@ def test_no_options_no_fields(koala: Koala, server: StandIn) -> None:
 
 def test_profile_options_and_flags_win(dirs: Dirs, koala: Koala, server: StandIn) -> None:
     dirs.write_config(
-        f'[default]\noptions = {{ seed = 1, top_k = 5 }}\n[profiles.o]\nprovider = "openai"\n'
+        f'[default]\noptions = {{ seed = 1, top_k = 5 }}\n[profiles.o]\nprovider = "openai"\nmodel = "m"\n'
         f'base_url = "{server.base_url}"\noptions = {{ temperature = 0.7, top_k = 6 }}\n'
     )
     server.push(Script([openai_sse("ok")]))
@@ -139,6 +140,8 @@ def test_batch_job_options_over_the_commands(koala: Koala, server: StandIn) -> N
         "openai",
         "--base-url",
         server.base_url,
+        "-m",
+        "m",
         "--concurrency",
         "1",
         "--temperature",
@@ -164,6 +167,8 @@ def test_batch_job_options_with_the_koala_provider_fail_that_job(koala: Koala, s
 
 def test_chat_sends_them_every_turn(koala: Koala, server: StandIn) -> None:
     server.push(Script([openai_sse("a")]), Script([openai_sse("b")]))
-    ran = koala("chat", "--provider", "openai", "--base-url", server.base_url, "--seed", "7", stdin=b"one\ntwo\n")
+    ran = koala(
+        "chat", "--provider", "openai", "-m", "m", "--base-url", server.base_url, "--seed", "7", stdin=b"one\ntwo\n"
+    )
     assert ran.status == 0, ran.err
     assert [r.json()["seed"] for r in server.requests] == [7, 7]

@@ -336,7 +336,21 @@ def test_idn_base_url_is_sent_as_punycode(server: StandIn, provider: str) -> Non
     """Through the stand-in as a forward proxy, so the name need not resolve."""
     env = {k: v for k, v in os.environ.items() if k.upper() != "NO_PROXY"}
     result = subprocess.run(
-        [*KOALA, "ask", "--provider", provider, "--base-url", IDN, "--proxy", server.base_url, "--retries", "0", "hi"],
+        [
+            *KOALA,
+            "ask",
+            "--provider",
+            provider,
+            "-m",
+            "m",
+            "--base-url",
+            IDN,
+            "--proxy",
+            server.base_url,
+            "--retries",
+            "0",
+            "hi",
+        ],
         stdin=DEVNULL,
         capture_output=True,
         timeout=WAIT,

@@ -60,13 +60,17 @@ def assert_inert(data: bytes) -> None:
 @pytest.mark.parametrize("raw", [KEY + "\r", f"  {KEY}\r\n", f"\t{KEY} "], ids=["crlf-env-file", "spaces", "tab"])
 def test_env_key_surrounding_whitespace_is_stripped(server: StandIn, variable: str, provider: str, raw: str) -> None:
     if provider == "openai":
-        server.default = Script([b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\ndata: [DONE]\n\n'])
+        server.default = Script(
+            [b'data: {"choices":[{"delta":{"content":"Hello"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n']
+        )
     result = koala(
         "ask",
         "--provider",
         provider,
         "--base-url",
         server.base_url,
+        "-m",
+        "m",
         "--retries",
         "0",
         "hi",

@@ -99,8 +99,10 @@ def test_bad_key_is_a_usage_error_that_never_shows_it(server: StandIn, provider:
 @pytest.mark.parametrize("key", [KEY + "\n", KEY + "\r\n", f" {KEY}\t"])
 def test_key_with_surrounding_whitespace_is_stripped(server: StandIn, provider: Any, key: str) -> None:
     if provider is OpenAI:
-        server.default.parts = [b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\ndata: [DONE]\n\n']
-    ask(provider, messages=HI, base_url=server.base_url, retries=0, api_key=key)
+        server.default.parts = [
+            b'data: {"choices":[{"delta":{"content":"Hello"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        ]
+    ask(provider, model="m", messages=HI, base_url=server.base_url, retries=0, api_key=key)
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -121,7 +123,9 @@ def test_idn_base_url_headers_are_ascii() -> None:
 def test_idn_base_url_through_the_library(server: StandIn, provider: Any) -> None:
     """Sent as punycode, via the stand-in as a proxy so the name need not resolve."""
     if provider is OpenAI:
-        server.default.parts = [b'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\ndata: [DONE]\n\n']
+        server.default.parts = [
+            b'data: {"choices":[{"delta":{"content":"Hello"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        ]
 
     async def main() -> str:
         async with httpx.AsyncClient(proxy=server.base_url) as client:
