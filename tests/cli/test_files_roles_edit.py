@@ -15,7 +15,7 @@ from standin import Script, StandIn, sse
 
 
 def dry(koala: Koala, *args: str, stdin: bytes = b"") -> dict[str, object]:
-    ran = koala("ask", "--provider", "openai", "--dry-run", "--json", *args, stdin=stdin)
+    ran = koala("ask", "--provider", "openai", "-m", "m", "--dry-run", "--json", *args, stdin=stdin)
     assert ran.status == 0, ran.err
     body: dict[str, object] = json.loads(ran.out)["body"]
     return body

@@ -65,7 +65,7 @@ def test_koala_log_and_the_config(
     (record,) = records(tmp_path / "from-config.jsonl")
     assert (record["profile"], record["provider"], record["model"]) == ("local", "openai", "m1")
     monkeypatch.setenv("KOALA_LOG", str(tmp_path / "from-env.jsonl"))
-    assert koala("ask", "-p", "local", "q").status == 0
+    assert koala("ask", "-p", "local", "-m", "m1", "q").status == 0
     assert len(records(tmp_path / "from-env.jsonl")) == 1
     assert len(records(tmp_path / "from-config.jsonl")) == 1
 
