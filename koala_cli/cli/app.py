@@ -22,7 +22,7 @@ SHORT_HELP = {
     "ask": "Ask a question and stream the reply to stdout.",
     "chat": "Talk with the service: replies stream as they come.",
     "batch": "Run many prompts concurrently; write one NDJSON result a line.",
-    "models": "List the models koala knows for a provider; the default is marked.",
+    "models": "List the models of a provider, one a line.",
     "completion": "Print a completion script for SHELL (bash, zsh or fish).",
     "roles": "List the roles: NAME for each <config dir>/roles/NAME.md (used with -r NAME).",
     "history": "Work with JSONL history files.",
