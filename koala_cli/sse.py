@@ -42,11 +42,12 @@ class SSEDecoder:
     ``retry`` fields are parsed and ignored, comments (lines starting with ``:``) skipped.
     """
 
-    __slots__ = ("_data", "_event", "_has_data", "_limit", "_pending", "_size", "_skip_lf", "_utf8")
+    __slots__ = ("_data", "_event", "_has_data", "_limit", "_pending", "_pending_size", "_size", "_skip_lf", "_utf8")
 
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        self._pending = ""  # the start of a line whose end has not arrived yet
+        self._pending: list[str] = []  # the start of a line whose end has not arrived yet, in pieces
+        self._pending_size = 0
         self._data: list[str] = []  # data lines of the event being built
         self._has_data = False
         self._event = ""  # the event type of the event being built, if it named one
@@ -66,8 +67,15 @@ class SSEDecoder:
         if "\r" in text:
             self._skip_lf = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if "\n" not in text:  # no line ends here: keep the piece, rescan nothing (a long line stays linear)
+            self._pending.append(text)
+            self._pending_size += len(text)
+            if self._pending_size > self._limit:
+                raise ProtocolError(f"event stream line longer than {self._limit} bytes")
+            return []
         if self._pending:
-            text = self._pending + text
+            self._pending.append(text)
+            text = "".join(self._pending)
         events: list[str] = []
         if not self._has_data and not self._event:
             end = text.rfind("\n\n") + 2
@@ -75,8 +83,10 @@ class SSEDecoder:
                 events = _SIMPLE_DATA.findall(text, 0, end)
                 text = text[end:]
         lines = text.split("\n")
-        self._pending = lines.pop()
-        if len(self._pending) > self._limit:
+        tail = lines.pop()
+        self._pending = [tail] if tail else []
+        self._pending_size = len(tail)
+        if len(tail) > self._limit:
             raise ProtocolError(f"event stream line longer than {self._limit} bytes")
         if lines:
             events += self._lines(lines)
@@ -85,8 +95,8 @@ class SSEDecoder:
     def close(self) -> None:
         """End of stream.  An event cut off before its blank line is not dispatched (the WHATWG
         rule); since that means the reply lost its end, it is an error, not a quiet success."""
-        tail = self._pending + self._utf8.decode(b"", final=True)
-        self._pending = ""
+        tail = "".join(self._pending) + self._utf8.decode(b"", final=True)
+        self._pending = []
         if self._has_data or tail.partition(":")[0] == "data":  # a field named exactly "data"
             raise NetworkError("the event stream ended in the middle of an event")
 
