@@ -3,6 +3,7 @@
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,7 +72,8 @@ def chat(
     try:
         if continue_:
             history = _continued(history)
-        link = connection.resolve(settings, sampling=sampling)
+        link = connection.resolve(settings, sampling=sampling, send=False)
+        pending_key = connection.key_command(settings)  # run before the first message is sent
         system = turn.system_text()
         link.provider.get_model(turn.model)  # a provider without a default needs -m before the first turn
         log = logging.path()
@@ -83,6 +85,7 @@ def chat(
     session = _Session(link, prior, history, turn.model or "", system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
     session.log = (logging, log, settings.profile)
+    session.pending_key = pending_key
     raise typer.Exit(session.loop())
 
 
@@ -111,6 +114,7 @@ class _Session:
         self.debug = debug
         self.remember = False  # make the history the last conversation after its first saved turn
         self.log: tuple[LogOptions, Path | None, str | None] = (LogOptions(), None, None)
+        self.pending_key: Callable[[], str | None] | None = None  # an api_key_cmd not run yet
         self.interactive = sys.stdin is not None and sys.stdin.isatty()
         self.failure: int | None = None  # piped: the first failed turn's status is the exit status
         self.line_number = 0
@@ -243,6 +247,14 @@ class _Session:
 
         messages = conversation(self.messages, self.system, text)
         writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
+        if self.pending_key is not None:  # the key command runs only when a request is really sent
+            from dataclasses import replace
+
+            try:
+                self.link = replace(self.link, api_key=self.pending_key())
+            except KoalaError as exc:
+                fail(exc, None, self.debug)
+            self.pending_key = None
         started, clock = time.time(), time.monotonic()
         outcome = run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, notice))
         logging, log, profile = self.log

@@ -23,6 +23,7 @@ from .settings import NoConfig, Profile
 
 if TYPE_CHECKING:
     from ..config import Resolved
+    from ..keys import KeySource
     from ..turn import Connection
 
 Model = Annotated[
@@ -335,11 +336,26 @@ class ConnectionOptions:
             options=options,
         )
 
+    def key_command(self, settings: "Resolved | None") -> "Callable[[], str | None] | None":
+        """The key command this run would use (to run before its first request), or None."""
+        from ..providers import load_provider
+
+        source = self._source(load_provider(self.provider).api_key_env, settings)
+        if source.command is None:
+            return None
+        return lambda: check_key(source.describe, source.get())
+
     def _key(self, provider_variable: str | None, settings: "Resolved | None", send: bool) -> str | None:
+        source = self._source(provider_variable, settings)
+        if source.command is not None and not send:
+            return "(from api_key_cmd)"  # shown masked; the command runs only for a real request
+        return check_key(source.describe, source.get())
+
+    def _source(self, provider_variable: str | None, settings: "Resolved | None") -> "KeySource":
         from ..config import Config, resolve
         from ..keys import choose_key
 
-        source = choose_key(
+        return choose_key(
             settings or resolve(Config(), None, {}),
             flag=self.api_key,
             env=os.environ,
@@ -347,9 +363,6 @@ class ConnectionOptions:
             provider=self.provider,
             base_url=self.base_url,
         )
-        if source.command is not None and not send:
-            return "(from api_key_cmd)"  # shown masked; the command runs only for a real request
-        return check_key(source.describe, source.get())
 
 
 def check_key(source: str, key: str | None) -> str | None:

@@ -235,3 +235,18 @@ def test_koala_provider_with_a_koala_sh_default(dirs: Dirs, koala: Koala, server
     server.push(Script([sse("Hello")]))
     ran = koala("ask", "hi")
     assert (ran.status, ran.out) == (0, "Hello\n")
+
+
+def test_chat_runs_the_key_command_only_before_its_first_message(
+    dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    script = f"open({str(marker)!r}, 'a').write('x'); print('sk-chat')"
+    key_config(dirs, server, f'model = "m"\napi_key_cmd = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]')
+    assert koala("chat", "-p", "k", stdin=b"/help\n").status == 0
+    assert not marker.exists()  # nothing was sent
+    server.push(Script([openai_sse("a")]), Script([openai_sse("b")]))
+    ran = koala("chat", "-p", "k", stdin=b"one\ntwo\n")
+    assert ran.status == 0, ran.err
+    assert marker.read_text() == "x"  # once for the whole chat
+    assert [r.headers["authorization"] for r in server.requests] == ["Bearer sk-chat"] * 2
