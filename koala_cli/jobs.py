@@ -163,6 +163,7 @@ async def _run_one(
         "elapsed_ms": round(reply.elapsed_s * 1000, 1),
         "first_chunk_ms": first,
         "finish_reason": reply.finish_reason,
+        **({"usage": reply.usage} if reply.usage is not None else {}),
     }
 
 

@@ -216,10 +216,19 @@ def stats_line(reply: "Reply") -> str:
     first = "-" if reply.first_chunk_s is None else f"{reply.first_chunk_s * 1000:.0f} ms"
     rate = reply.chars_per_s or 0.0
     finish = f", finish_reason {reply.finish_reason}" if reply.finish_reason else ""
+    finish += _usage_text(reply.usage)
     return (
         f"stats: first chunk {first}, total {reply.elapsed_s * 1000:.0f} ms, {reply.chunks} chunks, "
         f"{reply.chars} chars, {rate:.0f} chars/s{finish}"
     )
+
+
+def _usage_text(usage: object) -> str:
+    """Token usage as the server reported it (``prompt + completion = total``), or nothing."""
+    if not isinstance(usage, dict):
+        return ""
+    counts = [usage.get(key, "?") for key in ("prompt_tokens", "completion_tokens", "total_tokens")]
+    return ", usage: {} prompt + {} completion = {} tokens".format(*counts)
 
 
 def _dry_run(options: "AskOptions", json_output: bool) -> None:

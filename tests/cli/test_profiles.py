@@ -242,7 +242,7 @@ def test_chat_runs_the_key_command_only_before_its_first_message(
 ) -> None:
     marker = tmp_path / "ran"
     script = f"open({str(marker)!r}, 'a').write('x'); print('sk-chat')"
-    key_config(dirs, server, f'model = "m"\napi_key_cmd = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]')
+    key_config(dirs, server, f'api_key_cmd = [{json.dumps(sys.executable)}, "-c", {json.dumps(script)}]')
     assert koala("chat", "-p", "k", stdin=b"/help\n").status == 0
     assert not marker.exists()  # nothing was sent
     server.push(Script([openai_sse("a")]), Script([openai_sse("b")]))

@@ -4,6 +4,7 @@ in the done record, --stats, batch results and the request log."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from daily_helpers import Dirs, Koala, openai_sse
 from standin import Script, StandIn
@@ -38,3 +39,23 @@ def test_usage_with_the_koala_provider_is_refused(dirs: Dirs, koala: Koala, serv
     ran = koala("ask", "-p", "k", "--base-url", server.base_url, "hi")
     assert ran.status == 2 and ran.error_line().startswith("[profiles.k] stream_usage: the koala provider")
     assert server.requests == []
+
+
+def test_usage_in_done_stats_and_log(koala: Koala, server: StandIn, tmp_path: Path) -> None:
+    server.push(Script([openai_sse("a", usage=USAGE)]), Script([openai_sse("b", usage=USAGE)]))
+    ran = openai(koala, server, "--usage", "--json", "--log", str(tmp_path / "log"), "hi")
+    assert ran.status == 0, ran.err
+    done = json.loads(ran.out.splitlines()[-1])
+    assert done["type"] == "done" and done["usage"] == USAGE
+    assert json.loads((tmp_path / "log").read_text())["usage"] == USAGE
+    ran = openai(koala, server, "--usage", "--stats", "hi")
+    assert "usage: 9 prompt + 3 completion = 12 tokens" in ran.err
+
+
+def test_usage_in_batch_results(koala: Koala, server: StandIn) -> None:
+    server.push(Script([openai_sse("a", usage=USAGE)]))
+    ran = koala(
+        "batch", "--provider", "openai", "-m", "m", "--base-url", server.base_url, "--usage", "--lines", stdin=b"q\n"
+    )
+    assert ran.status == 0, ran.err
+    assert json.loads(ran.out)["usage"] == USAGE
