@@ -159,18 +159,10 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
                 raise translate_error(exc, host, timeout, mid_reply=started) from exc
 
     @classmethod
-    async def list_models(
-        cls,
-        proxy: str | None = None,
-        *,
-        client: httpx.AsyncClient | None = None,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        api_key: str | None = None,
-        retries: int = 3,
-        on_retry: RetryHook | None = None,
-    ) -> list[str]:
-        """The models the service offers; koala's own list where it cannot be asked."""
+    async def list_models(cls, proxy: str | None = None, **options: Any) -> list[str]:
+        """The models the service offers; koala's own list where it cannot be asked.  Options as
+        for ``stream_batches`` (``client``, ``base_url``, ``timeout``, ``api_key``, ``retries``,
+        ``on_retry``)."""
         return list(cls.models)
 
     @staticmethod

@@ -7,7 +7,7 @@ Only the request differs from koala.sh's; the reply's ``choices[0].delta.content
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -92,6 +92,7 @@ class OpenAI(HTTPStreamProvider):
         api_key: str | None = None,
         retries: int = 3,
         on_retry: RetryHook | None = None,
+        **_: Any,
     ) -> list[str]:
         """``GET {root}/models``: the ids the server offers, in its order."""
         url = models_url(base_url or cls.url)
