@@ -6,6 +6,7 @@ Only the data goes to the stream given here; notices and errors are the caller's
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from json.encoder import encode_basestring  # the C encoder when available; no ASCII escaping
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -83,36 +84,63 @@ class GuardedStream:
 
 
 class TextWriter:
-    """The reply text as it arrives, ending with a newline; byte-exact unless ``sanitize``."""
+    """The reply text as it arrives, ending with a newline; byte-exact unless ``sanitize``.
+
+    A UTF-16 surrogate pair that JSON escapes carried in two events is joined into its one
+    character: a high half at the end of a read waits for the next; lone halves print as "?".
+    """
 
     def __init__(self, stream: BinaryIO, *, sanitize: bool = False) -> None:
         self._stream = GuardedStream(stream)
         self._sanitize = sanitize
         self._ends_with_newline = True
+        self._high = ""  # a high surrogate whose low half has not arrived yet
 
     def start(self, model: str) -> None:
         pass
 
     def chunks(self, batch: list[str]) -> None:
         text = batch[0] if len(batch) == 1 else "".join(batch)
-        if not text:
-            return
+        if self._high:
+            text, self._high = self._high + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self._high = text[:-1], text[-1]
+        if text:
+            self._write(text)
+
+    def _write(self, text: str) -> None:
         if self._sanitize:
             text = terminal_safe(text)
-        self._stream.write(text.encode("utf-8", "replace"))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # surrogates: pairs become their character, lone halves "?"
+            data = _SURROGATE_PAIR.sub(_join_pair, text).encode("utf-8", "replace")
+        self._stream.write(data)
         self._stream.flush()
         self._ends_with_newline = text[-1] == "\n"
 
-    def done(self, reply: Reply) -> None:
+    def _end_line(self) -> None:
+        if self._high:
+            self._high = ""
+            self._write("\ud800")  # a high half that never got its low half: "?"
         if not self._ends_with_newline:
             self._stream.write(b"\n")
             self._stream.flush()
+            self._ends_with_newline = True
+
+    def done(self, reply: Reply) -> None:
+        self._end_line()
 
     def error(self, message: str, exit_status: int) -> None:
-        if not self._ends_with_newline:  # keep the shell prompt off the cut-off line
-            self._stream.write(b"\n")
-            self._stream.flush()
-            self._ends_with_newline = True
+        self._end_line()  # keep the shell prompt off the cut-off line
+
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _join_pair(match: re.Match[str]) -> str:
+    pair = match.group()
+    return chr(0x10000 + ((ord(pair[0]) - 0xD800) << 10) + (ord(pair[1]) - 0xDC00))
 
 
 def _line(record: dict[str, object]) -> str:

@@ -6,9 +6,10 @@ Shared by ``koala ask``, ``koala chat`` and ``koala batch``; it knows nothing of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from contextlib import aclosing, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,14 +17,26 @@ import anyio
 
 from . import errors
 from .events import EventReader
-from .history import append_turns, check_writable, load_history
+from .history import append_turns, check_writable, load_history, waiting
 from .messages import Message
 
 if TYPE_CHECKING:
     from .output import Writer
     from .providers.http import HTTPStreamProvider
 
-__all__ = ["AskOptions", "Connection", "Reply", "ask", "conversation", "last_turns", "stream_reply"]
+__all__ = [
+    "AskOptions",
+    "Connection",
+    "Deadline",
+    "Reply",
+    "ask",
+    "conversation",
+    "last_turns",
+    "max_time",
+    "read_prior",
+    "save_turn",
+    "stream_reply",
+]
 
 
 #: Finish reasons of a reply that ended before the model was done: said on stderr, still saved.
@@ -128,24 +141,18 @@ async def stream_reply(
     chunks = chars = 0
     started = time.monotonic()
     first_chunk: float | None = None
-    deadline = anyio.fail_after(connection.max_time) if connection.max_time else nullcontext()
-    try:
-        with deadline:
-            options = connection.request_options()
-            stream = provider.stream_batches(
-                model, messages, connection.proxy, **options, on_retry=notify, events=events
-            )
-            async with aclosing(stream) as batches:
-                async for batch in batches:
-                    if first_chunk is None:
-                        first_chunk = time.monotonic() - started
-                    writer.chunks(batch)
-                    chunks += len(batch)
-                    chars += sum(map(len, batch))
-                    if keep_text:
-                        parts.append("".join(batch))
-    except TimeoutError:  # the builtin, raised by anyio.fail_after
-        raise errors.TimeoutError(f"no complete reply within --max-time {connection.max_time:g} s") from None
+    with max_time(connection.max_time):
+        options = connection.request_options()
+        stream = provider.stream_batches(model, messages, connection.proxy, **options, on_retry=notify, events=events)
+        async with aclosing(stream) as batches:
+            async for batch in batches:
+                if first_chunk is None:
+                    first_chunk = time.monotonic() - started
+                writer.chunks(batch)
+                chunks += len(batch)
+                chars += sum(map(len, batch))
+                if keep_text:
+                    parts.append("".join(batch))
     if not chunks:  # a service that answers nothing has failed, whatever its status said
         raise errors.ProtocolError("the service sent an empty reply")
     if events.finish_reason in CUT_SHORT:
@@ -156,15 +163,60 @@ async def stream_reply(
 
 
 async def ask(options: AskOptions, writer: Writer, notify: Callable[[str], None]) -> Reply:
-    """Stream the reply into ``writer``; append the turn to the history only once it is complete."""
-    prior: list[Message] = []
-    if options.history is not None:
-        prior = load_history(options.history)
-        check_writable(options.history)
-    messages = conversation(prior, options.system, options.prompt, options.max_turns)
-    keep = options.history is not None
-    reply = await stream_reply(messages, options.model, options.connection, writer, notify, keep_text=keep)
-    if options.history is not None:
-        append_turns(options.history, options.prompt, reply.text or "")
-    writer.done(reply)
+    """Stream the reply into ``writer``; append the turn to the history only once it is complete.
+
+    ``--max-time`` bounds it all, waits for the history's lock included.
+    """
+    with max_time(options.connection.max_time) as deadline:
+        prior: list[Message] = []
+        if options.history is not None:
+            prior = await read_prior(options.history, notify)
+        messages = conversation(prior, options.system, options.prompt, options.max_turns)
+        keep = options.history is not None
+        reply = await stream_reply(messages, options.model, options.connection, writer, notify, keep_text=keep)
+        deadline.what = "the reply was not saved"
+        await save_turn(reply, writer, options.history, options.prompt, notify)
     return reply
+
+
+async def read_prior(path: Path, notify: Callable[[str], None]) -> list[Message]:
+    """A history's messages, waiting (interruptibly) for its lock; refused early if the
+    turn could not be saved afterwards."""
+    prior = await waiting(partial(load_history, path, wait=False), path, notify)
+    check_writable(path)
+    return prior
+
+
+async def save_turn(
+    reply: Reply, writer: Writer, path: Path | None, prompt: str, notify: Callable[[str], None]
+) -> None:
+    """End the output, then append the turn: a turn is in the history only if nothing failed.
+
+    The final newline (or done record) is written and flushed first, so a full disk or a
+    reader that has gone fails the run before the turn is saved; the append comes last, and
+    either writes the whole turn or leaves the file as it was.
+    """
+    writer.done(reply)
+    if path is not None:
+        await waiting(partial(append_turns, path, prompt, reply.text or "", wait=False), path, notify)
+
+
+@dataclass
+class Deadline:
+    """What has not happened when ``--max-time`` runs out (the error says it)."""
+
+    what: str = "no complete reply"
+
+
+@contextmanager
+def max_time(seconds: float | None) -> Iterator[Deadline]:
+    """``--max-time`` as a deadline over everything inside; past it, a koala ``TimeoutError``."""
+    deadline = Deadline()
+    if not seconds:
+        yield deadline
+        return
+    try:
+        with anyio.fail_after(seconds):
+            yield deadline
+    except TimeoutError:  # the builtin, raised by anyio.fail_after
+        raise errors.TimeoutError(f"{deadline.what} within --max-time {seconds:g} s") from None

@@ -27,6 +27,7 @@ from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:
     from ..last import Recording
+    from ..messages import Message
     from ..output import Writer
     from ..turn import AskOptions, Reply
 
@@ -102,7 +103,7 @@ def ask(
             connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
         )
         if dry_run:
-            _dry_run(options, json_output)
+            _dry_run(options, json_output, debug)
             return
         log = logging.path()
     except KoalaError as exc:
@@ -116,7 +117,7 @@ def ask(
 
         writer = RecordingWriter(writer, recording)
     started, clock = time.time(), time.monotonic()
-    outcome = run_guarded(lambda: run_ask(options, writer, notice))
+    outcome = run_guarded(lambda: run_ask(options, writer, notice), final=True)
     reply = outcome.value if outcome.error is None and outcome.signal is None else None
     logging.write(
         log,
@@ -210,6 +211,26 @@ def _file(name: str) -> tuple[str, str]:
     return "(stdin)", read_text_file(stream.buffer.read(), "-f - (standard input)")
 
 
+def _prior(options: "AskOptions", debug: bool) -> "list[Message]":
+    """The history's messages, read in a guarded loop: a held lock is waited for interruptibly."""
+    from functools import partial
+
+    from ..history import load_history, waiting
+    from ..turn import max_time
+
+    path = options.history
+    assert path is not None
+
+    async def read() -> "list[Message]":
+        with max_time(options.connection.max_time):
+            return await waiting(partial(load_history, path, wait=False), path, notice)
+
+    outcome = run_guarded(read)
+    finish(outcome, None, debug)
+    prior: list[Message] = outcome.value
+    return prior
+
+
 def stats_line(reply: "Reply") -> str:
     """Time to first chunk, total time, chunks, characters, characters per second, and why the
     reply ended when the server said so."""
@@ -231,15 +252,14 @@ def _usage_text(usage: object) -> str:
     return ", usage: {} prompt + {} completion = {} tokens".format(*counts)
 
 
-def _dry_run(options: "AskOptions", json_output: bool) -> None:
+def _dry_run(options: "AskOptions", json_output: bool, debug: bool) -> None:
     """The exact request, secrets masked, without any network."""
     import json
 
-    from ..history import load_history
     from ..text import mask_secrets, mask_url
     from ..turn import conversation
 
-    prior = load_history(options.history) if options.history is not None else []
+    prior = _prior(options, debug) if options.history is not None else []
     messages = conversation(prior, options.system, options.prompt, options.max_turns)
     link = options.connection
     spec = link.provider.request_spec(

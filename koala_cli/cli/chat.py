@@ -22,7 +22,7 @@ from .options import (
     expand_options,
     outcome_status,
 )
-from .runner import run_guarded
+from .runner import restore_signals, run_guarded
 from .settings import settings_of
 from .stdio import notice, write_out
 
@@ -66,8 +66,6 @@ def chat(
     logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
-    from ..history import check_writable, load_history
-
     settings = settings_of(ctx)
     try:
         if continue_:
@@ -77,11 +75,9 @@ def chat(
         system = turn.system_text()
         link.provider.get_model(turn.model)  # a provider without a default needs -m before the first turn
         log = logging.path()
-        prior = load_history(history) if history is not None else []
-        if history is not None:
-            check_writable(history)
     except KoalaError as exc:
         fail(exc, None, debug)
+    prior = _prior(history, link, debug) if history is not None else []
     session = _Session(link, prior, history, turn.model or "", system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
     session.log = (logging, log, settings.profile)
@@ -98,6 +94,21 @@ def _continued(history: Path | None) -> Path:
     if history is not None:
         raise UsageError("-c continues the last conversation: it cannot be used with -H FILE")
     return require_last(state_dir(os.environ))
+
+
+def _prior(path: Path, link: "Connection", debug: bool) -> "list[Message]":
+    """The history's messages, read in a guarded loop (a held lock is waited for
+    interruptibly), and the file checked to be writable before the first turn."""
+    from ..turn import max_time, read_prior
+
+    async def read() -> "list[Message]":
+        with max_time(link.max_time):
+            return await read_prior(path, notice)
+
+    outcome = run_guarded(read)
+    finish(outcome, None, debug)
+    prior: list[Message] = outcome.value
+    return prior
 
 
 class _Session:
@@ -137,6 +148,7 @@ class _Session:
                 break
             except KeyboardInterrupt:
                 if not self.interactive:  # piped: SIGINT ends the chat, as documented
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one must not cut the line
                     fail(Interrupted(signal.SIGINT), None, self.debug)
                 if self.readline is not None and self.readline.get_line_buffer():
                     sys.stderr.write("\n")
@@ -166,8 +178,14 @@ class _Session:
         return self.failure or 0
 
     def _read(self) -> str:
-        """One message: a line, continued over lines ending in a backslash."""
-        prompt = "> " if self.interactive else ""
+        """One message: a line, continued over lines ending in a backslash on a terminal.
+
+        Piped, each line is one message as it is: a trailing backslash is text, not a
+        continuation, so nothing is ever joined or dropped.
+        """
+        if not self.interactive:
+            return self._line("")
+        prompt = "> "
         lines: list[str] = []
         while True:
             try:
@@ -179,7 +197,7 @@ class _Session:
                 return ""  # Ctrl-C on a continuation line drops the message, not the chat
             if line.endswith("\\"):
                 lines.append(line[:-1])
-                prompt = "… " if self.interactive else ""
+                prompt = "… "
                 continue
             lines.append(line)
             return "\n".join(lines)
@@ -240,10 +258,13 @@ class _Session:
         return terminal_safe(text) if sys.stdout.isatty() else text
 
     def _turn(self, text: str) -> int | None:
-        """Ask and stream one reply; an exit status when the chat must end, else None."""
-        from ..history import append_turns
+        """Ask, stream and save one turn; an exit status when the chat must end, else None.
+
+        The reply's end is written before the turn is appended, all in one guarded run, so a
+        turn is saved only when nothing failed, and a held lock is waited for interruptibly.
+        """
         from ..output import TextWriter
-        from ..turn import conversation, stream_reply
+        from ..turn import Reply, conversation, max_time, save_turn, stream_reply
 
         messages = conversation(self.messages, self.system, text)
         writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
@@ -255,8 +276,16 @@ class _Session:
             except KoalaError as exc:
                 fail(exc, None, self.debug)
             self.pending_key = None
+
+        async def turn() -> Reply:
+            with max_time(self.link.max_time) as deadline:
+                reply = await stream_reply(messages, self.model, self.link, writer, notice)
+                deadline.what = "the reply was not saved"
+                await save_turn(reply, writer, self.path, text, notice)
+            return reply
+
         started, clock = time.time(), time.monotonic()
-        outcome = run_guarded(lambda: stream_reply(messages, self.model, self.link, writer, notice))
+        outcome = run_guarded(turn, final=True)
         logging, log, profile = self.log
         reply = outcome.value if outcome.error is None and outcome.signal is None else None
         logging.write(
@@ -277,6 +306,7 @@ class _Session:
             tell_writer(writer, "interrupted", ExitStatus.for_signal(outcome.signal))
             if outcome.signal != signal.SIGINT or not self.interactive:
                 finish(outcome, None, self.debug)
+            restore_signals()  # the chat goes on
             notice("reply stopped; not saved")
             return None
         if isinstance(outcome.error, BrokenPipeError):
@@ -287,18 +317,17 @@ class _Session:
             notice(f"error: {outcome.error}")
             if not self.interactive and self.failure is None:
                 self.failure = outcome.error.exit_status
-            return None
-        reply = outcome.value
-        writer.done(reply)
-        if self.path is not None:
-            try:
-                append_turns(self.path, text, reply.text or "")
-            except KoalaError as exc:
-                notice(f"error: {exc}")
-                if not self.interactive and self.failure is None:
-                    self.failure = exc.exit_status
-                return None
-        self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": reply.text or ""}]
+        else:
+            answer = outcome.value.text or ""
+            self.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+            self._remember()
+        late = restore_signals() or outcome.late
+        if late is not None and not self.interactive:  # came as the turn ended: the chat ends now
+            fail(Interrupted(late), None, self.debug)
+        return None
+
+    def _remember(self) -> None:
+        """After the first saved turn: the history becomes the last conversation."""
         if self.remember and self.path is not None:
             self.remember = False
             import os
@@ -309,4 +338,3 @@ class _Session:
                 remember(state_dir(os.environ), self.path)
             except KoalaError as exc:
                 notice(str(exc))
-        return None

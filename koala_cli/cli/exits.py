@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, OutputError
+from .runner import reporting_interrupt
 
 if TYPE_CHECKING:
     from ..output import Writer
@@ -74,7 +76,8 @@ def fail(exc: BaseException, writer: Writer | None, debug: bool) -> NoReturn:
 
         for line in "".join(traceback.format_exception(exc)).splitlines():
             say(line)
-    say(f"koala: {message}" if isinstance(exc, Interrupted) else f"koala: error: {message}")
+    with reporting_interrupt() if isinstance(exc, Interrupted) else nullcontext():  # one line, even if signalled again
+        say(f"koala: {message}" if isinstance(exc, Interrupted) else f"koala: error: {message}")
     raise typer.Exit(status)
 
 

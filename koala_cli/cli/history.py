@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from ..errors import KoalaError, UsageError
-from .exits import fail
+from .exits import fail, finish
 from .options import JsonFlag
-from .stdio import write_out
+from .runner import run_guarded
+from .stdio import notice, write_out
 
 SHOW_HELP = """Print a history file as a readable transcript (with --json: its lines, validated).
 
@@ -36,7 +37,9 @@ def show(
     file: Annotated[Path | None, typer.Argument(metavar="[FILE]", show_default=False)] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    from ..history import parse_history, read_history
+    from functools import partial
+
+    from ..history import parse_history, read_history, waiting
     from ..last import require_last, state_dir
     from ..text import json_terminal_safe, terminal_safe
 
@@ -45,7 +48,13 @@ def show(
             file = require_last(state_dir(os.environ))
         if not file.exists():
             raise UsageError(f"{file}: no such file")
-        data = read_history(file)
+    except KoalaError as exc:
+        fail(exc, None, False)
+    # Read in a guarded loop: a lock held elsewhere is waited for, interruptibly.
+    outcome = run_guarded(lambda: waiting(partial(read_history, file, wait=False), file, notice))
+    finish(outcome, None, False)
+    data: bytes = outcome.value
+    try:
         messages = parse_history(data, str(file))
     except KoalaError as exc:
         fail(exc, None, False)
