@@ -10,8 +10,10 @@ leave sooner (``ending``), with the first signal's status and its one line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class Outcome:
     signal: int | None = None
     error: BaseException | None = None
     completed: bool = False  # a signal caught after this is too late to stop anything
+    late: int | None = None  # ... and here it is (the caller decides what it still means)
 
 
 @dataclass
@@ -67,14 +70,17 @@ def _ending(signum: int, frame: FrameType | None) -> None:
     os._exit(status)
 
 
-def restore_signals() -> None:
-    """Give the signals back to their handlers from before the last guarded run (chat's prompt)."""
+def restore_signals() -> int | None:
+    """Give the signals back to their handlers from before the last guarded run (chat's
+    prompt); the first signal our handler noted in the meantime, if any."""
     for signum, handler in _STATE.previous.items():
         signal.signal(signum, handler)
     _STATE.previous.clear()
+    noted = _STATE.noted[0] if _STATE.noted else None
     _STATE.noted.clear()
     _STATE.ending = None
     _STATE.reported = False
+    return noted
 
 
 @contextmanager
@@ -100,29 +106,38 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False) -> O
     Cancelling closes the reply's async generators (and so the connection) deterministically.
     Afterwards the signals go back to their earlier handlers -- except when a signal stopped
     the work (a second one ends koala at once), or when the work succeeded and is ``final``
-    (its result is saved: a signal now is too late, and the exit status stays 0).
+    (its result is saved: a signal now is too late, and the exit status stays 0; it is noted
+    in ``Outcome.late``, and ``restore_signals`` gives the handlers back).  A signal that
+    comes as work that is not final ends counts as stopping it.
     """
     import anyio
     import anyio.abc
 
     outcome = Outcome()
     watched = _watched()
-    _STATE.noted.clear()
     for signum in watched:
         _STATE.previous.setdefault(signum, signal.getsignal(signum))
-        signal.signal(signum, _note)  # what the loop's receiver gives back when it closes
+        signal.signal(signum, _note)  # never KeyboardInterrupt at a random point
+    # Every signal also writes its number here (Python's wakeup fd): the watch reads them in
+    # the loop, and whatever it had no time to read is still here afterwards -- none is lost.
+    reader, wakeup = socket.socketpair()
+    reader.setblocking(False)
+    wakeup.setblocking(False)
 
     def stop(signum: int, scope: anyio.CancelScope) -> None:
-        if not outcome.completed and outcome.signal is None:
+        if signum not in watched:
+            return
+        if outcome.completed:
+            outcome.late = outcome.late or signum
+        elif outcome.signal is None:
             outcome.signal = signum
             scope.cancel()
 
     async def watch(scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with anyio.open_signal_receiver(*watched) as signals:
-            task_status.started()
-            if _STATE.noted:  # caught while the loop was starting
-                stop(_STATE.noted[0], scope)
-            async for signum in signals:  # keeps receiving: a second signal must not kill
+        task_status.started()
+        while True:  # until cancelled: a second signal must not kill either
+            await anyio.wait_readable(reader)
+            for signum in _drain(reader):
                 stop(signum, scope)
 
     async def main() -> None:
@@ -138,12 +153,22 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False) -> O
                 outcome.completed = True
                 group.cancel_scope.cancel()
 
+    earlier = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
     try:
         anyio.run(main)
     except KeyboardInterrupt:  # pragma: no cover - _note keeps it from happening
         outcome.signal = outcome.signal or signal.SIGINT
-    if outcome.signal is None and _STATE.noted and not outcome.completed:
-        outcome.signal = _STATE.noted[0]
+    finally:
+        _STATE.noted.clear()
+        signal.set_wakeup_fd(earlier)
+        leftover = _drain(reader)
+        reader.close()
+        wakeup.close()
+    for number in [*leftover, *_STATE.noted]:  # came as the loop ended
+        if number in watched and outcome.signal is None:
+            outcome.late = outcome.late or number
+    if outcome.late is not None and not final:  # nothing was committed: it still counts
+        outcome.signal, outcome.late = outcome.late, None
     if outcome.signal is not None:
         _STATE.ending = ExitStatus.for_signal(outcome.signal)
         for signum in watched:
@@ -151,6 +176,15 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False) -> O
     elif outcome.error is not None or not final:
         restore_signals()
     return outcome
+
+
+def _drain(reader: socket.socket) -> list[int]:
+    """The signal numbers waiting in the wakeup socket."""
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while piece := reader.recv(512):
+            data += piece
+    return list(data)
 
 
 def _expected(group: BaseExceptionGroup) -> BaseException:

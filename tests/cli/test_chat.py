@@ -21,21 +21,21 @@ def chat(server: StandIn, *args: str, stdin: bytes) -> subprocess.CompletedProce
 def test_piped_one_message_a_line(server: StandIn, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "chat.jsonl", PRIOR)
     server.push(Script([sse("A1")]), Script([sse("A2\n")]), Script([sse("A3")]))
-    stdin = b"first\n\nsecond part \\\ncontinued\n/model gpt-4o\nthird\n"
+    stdin = b"first\n\nsecond part \\\n/model gpt-4o\nthird\n"  # piped, a backslash is text
     result = chat(server, "-H", str(path), stdin=stdin)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"A1\nA2\nA3\n"  # replies only: no prompt, no greeting
     assert b"> " not in result.stdout
     bodies = [r.json() for r in server.requests]
-    assert [b["input"] for b in bodies] == ["first", "second part \ncontinued", "third"]
+    assert [b["input"] for b in bodies] == ["first", "second part \\", "third"]
     assert [b["model"] for b in bodies] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
-    assert bodies[2]["inputHistory"] == ["my name is Ann", "first", "second part \ncontinued"]
+    assert bodies[2]["inputHistory"] == ["my name is Ann", "first", "second part \\"]
     assert bodies[2]["outputHistory"] == ["Hello Ann", "A1", "A2\n"]
     assert read_jsonl(path) == [
         *PRIOR,
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "A1"},
-        {"role": "user", "content": "second part \ncontinued"},
+        {"role": "user", "content": "second part \\"},
         {"role": "assistant", "content": "A2\n"},
         {"role": "user", "content": "third"},
         {"role": "assistant", "content": "A3"},
