@@ -8,6 +8,7 @@ translation, no history: nothing but the request.
     python bench/minimal.py --base-url http://127.0.0.1:8080                  # write + flush each chunk
     python bench/minimal.py --base-url http://127.0.0.1:8080 --output noflush  # write each, flush at the end
     python bench/minimal.py --base-url http://127.0.0.1:8080 --output none     # write nothing; print a digest
+    python bench/minimal.py --base-url http://127.0.0.1:8080 --openai          # OpenAI's format
 
 With ``--output none`` the chunks are only collected, and one line ``CHUNKS SHA256`` of the
 reassembled text is printed at the end, so the result can still be checked.
@@ -26,9 +27,14 @@ import httpx
 OUTPUTS = ("flush", "noflush", "none")
 
 
-async def consume(base_url: str, prompt: str, output: str) -> None:
-    payload = {"input": prompt, "inputHistory": [], "outputHistory": [], "model": "gpt-4o-mini"}
-    url = base_url.rstrip("/") + "/api/gpt/"
+async def consume(base_url: str, prompt: str, output: str, openai: bool = False) -> None:
+    if openai:
+        messages = [{"role": "user", "content": prompt}]
+        payload: dict[str, object] = {"model": "gpt-4o-mini", "messages": messages, "stream": True}
+        url = base_url.rstrip("/") + "/v1/chat/completions"
+    else:
+        payload = {"input": prompt, "inputHistory": [], "outputHistory": [], "model": "gpt-4o-mini"}
+        url = base_url.rstrip("/") + "/api/gpt/"
     stdout = sys.stdout.buffer
     parts: list[str] = []
     ends_with_newline = True
@@ -44,6 +50,8 @@ async def consume(base_url: str, prompt: str, output: str) -> None:
             if data == "[DONE]":
                 break
             text = json.loads(data)
+            if openai:
+                text = text["choices"][0]["delta"].get("content")
             if not text:
                 continue
             if output == "none":
@@ -66,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-url", required=True, help="server; /api/gpt/ is appended")
     parser.add_argument("--prompt", default="hi")
     parser.add_argument("--output", choices=OUTPUTS, default="flush", help="what to do with each chunk")
+    parser.add_argument("--openai", action="store_true", help="an OpenAI chat-completions stream")
     args = parser.parse_args(argv)
-    anyio.run(consume, args.base_url, args.prompt, args.output)
+    anyio.run(consume, args.base_url, args.prompt, args.output, args.openai)
 
 
 if __name__ == "__main__":

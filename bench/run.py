@@ -18,57 +18,46 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import platform
 import selectors
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import scale
+from common import (
+    BenchError,
+    Row,
+    Suite,
+    alternate,
+    child_env,
+    cpus,
+    digest_line,
+    expected_raw,
+    json_problem,
+    median,
+    mib,
+    ms,
+    paired_ratio,
+    verify,
+    walls,
+)
 from server import StreamConfig, StreamServer, make_chunks
 from spawner import Run, Spawner, SpawnError
 
 BENCH = Path(__file__).resolve().parent
-GROUPS = ("startup", "ask", "stream", "latency", "history", "events")
-DEFAULT_GROUPS = GROUPS[:-1]  # "events" takes minutes: only on request
-CHILD_TIMEOUT = 120.0  # no single command may run longer
+GROUPS = ("startup", "ask", "stream", "latency", "history", "batch", "producer", "memory", "chat", "many", "events")
+SLOW_GROUPS = ("many", "events")  # minutes each: only on request
+DEFAULT_GROUPS = tuple(group for group in GROUPS if group not in SLOW_GROUPS)
 DOUBLING_NOISE = 0.05  # linear time doubles exactly: allow this much noise before calling it worse
-_DROPPED_ENV = (
-    "PYTHONUNBUFFERED",
-    "PYTHONDEVMODE",
-    "PYTHONPROFILEIMPORTTIME",
-    "PYTHONTRACEMALLOC",
-    "PYTHONASYNCIODEBUG",
-    "PYTHONDONTWRITEBYTECODE",  # measure koala as installed: with its bytecode cached
-)
-_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-
-
-class BenchError(Exception):
-    """The suite itself cannot go on (a command hung, a server did not start)."""
-
-
-# --- children ------------------------------------------------------------------------------
-
-
-def child_env() -> dict[str, str]:
-    """The caller's environment without buffering switches, koala settings or proxies."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in _DROPPED_ENV and not name.startswith("KOALA_") and name.upper() not in _PROXY_ENV
-    }
-    env["NO_PROXY"] = "*"
-    return env
 
 
 # --- servers --------------------------------------------------------------------------------
@@ -91,6 +80,8 @@ def server_process(config: StreamConfig, lifetime: float) -> Iterator[str]:
     ]
     if not config.done:
         argv.append("--no-done")
+    if config.openai:
+        argv.append("--openai")
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(), cwd=BENCH)
     assert proc.stdout is not None and proc.stdin is not None
     try:
@@ -114,136 +105,6 @@ def server_process(config: StreamConfig, lifetime: float) -> Iterator[str]:
                 proc.kill()
                 proc.wait()
         proc.stdout.close()
-
-
-# --- measuring and reporting ----------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the table: what koala did, what the reference did, and the verdict."""
-
-    group: str
-    name: str
-    koala: str
-    reference: str
-    value: str
-    goal: str
-    ok: bool | None  # None: shown for information, not judged
-
-
-@dataclass
-class Suite:
-    """What the whole run needs and what it found."""
-
-    koala: Path
-    python: Path
-    reps: int
-    chunks: int
-    size: int
-    spawner: Spawner
-    rows: list[Row] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-    def run(self, argv: Sequence[str], *, watch: Callable[[bytes], bool] | None = None) -> Run:
-        return self.spawner.run(argv, watch=watch, timeout=CHILD_TIMEOUT)
-
-    def check(self, what: str, ok: bool, detail: str = "") -> None:
-        if not ok:
-            self.problems.append(f"{what}: {detail}" if detail else what)
-            print(f"  CHECK FAILED: {what}: {detail}", file=sys.stderr, flush=True)
-
-    def row(self, group: str, name: str, koala: str, reference: str, value: str, goal: str, ok: bool | None) -> None:
-        self.rows.append(Row(group, name, koala, reference, value, goal, ok))
-        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-        print(f"  {name}: {koala} vs {reference} -> {value} (goal {goal}) {verdict}", flush=True)
-
-
-def alternate(commands: dict[str, Callable[[], Run]], reps: int, warmup: int = 1) -> dict[str, list[Run]]:
-    """Run the commands in turn, ``warmup + reps`` rounds, each round starting one later."""
-    names = list(commands)
-    results: dict[str, list[Run]] = {name: [] for name in names}
-    for round_number in range(warmup + reps):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            run = commands[name]()
-            if round_number >= warmup:
-                results[name].append(run)
-    return results
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """The median of the per-round ratios a/b."""
-    return median([x / y for x, y in zip(a, b, strict=True)])
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def mib(kib: float) -> str:
-    return f"{kib / 1024:.1f} MiB"
-
-
-def walls(runs: Sequence[Run]) -> list[float]:
-    return [run.wall for run in runs]
-
-
-def cpus(runs: Sequence[Run]) -> list[float]:
-    return [run.cpu for run in runs]
-
-
-def expected_raw(text: str) -> bytes:
-    """``koala ask``'s raw output: the text, and a newline if it has none at its end."""
-    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
-
-
-def digest_line(chunks: Sequence[str]) -> bytes:
-    """What ``minimal.py --output none`` and ``library.py`` print."""
-    return f"{len(chunks)} {hashlib.sha256(''.join(chunks).encode('utf-8')).hexdigest()}\n".encode()
-
-
-def json_problem(output: bytes, chunks: Sequence[str]) -> str:
-    """Why ``koala ask --json`` output is not the NDJSON of these chunks ('' when it is)."""
-    try:
-        records = [json.loads(line) for line in output.decode("utf-8").splitlines()]
-    except ValueError as exc:
-        return f"not NDJSON: {exc}"
-    if len(records) < 2 or records[0].get("type") != "start" or records[-1].get("type") != "done":
-        return "does not start with a start record and end with a done record"
-    texts = [record.get("text") for record in records[1:-1] if record.get("type") == "chunk"]
-    if len(texts) != len(records) - 2:
-        return "records other than chunks between start and done"
-    text = "".join(chunks)
-    if "".join(str(t) for t in texts) != text:
-        return "the chunks do not join to the text sent"
-    done = records[-1]
-    if done.get("text") != text or done.get("chunks") != len(chunks):
-        return f"the done record says {done.get('chunks')} chunks / {len(str(done.get('text')))} chars"
-    return ""
-
-
-def verify(suite: Suite, label: str, runs: Sequence[Run], expected: bytes | Callable[[bytes], str]) -> None:
-    """Every run exited 0, wrote nothing on stderr, and wrote exactly what it should."""
-    for number, run in enumerate(runs, 1):
-        where = f"{label} (run {number})"
-        if run.status != 0 or run.stderr:
-            suite.check(where, False, f"exit {run.status}, stderr {run.stderr[-300:]!r}")
-            continue
-        if isinstance(expected, bytes):
-            if run.stdout != expected:
-                at = next((i for i, (x, y) in enumerate(zip(run.stdout, expected, strict=False)) if x != y), None)
-                at = min(len(run.stdout), len(expected)) if at is None else at
-                detail = f"{len(run.stdout)} bytes, expected {len(expected)}; first difference at byte {at}"
-                suite.check(where, False, detail)
-        else:
-            problem = expected(run.stdout)
-            suite.check(where, not problem, problem)
 
 
 # --- the scenarios --------------------------------------------------------------------------
@@ -345,7 +206,9 @@ def bench_stream(suite: Suite) -> None:
     chunks = make_chunks(suite.chunks, suite.size)
     koala, python = str(suite.koala), str(suite.python)
     minimal = [python, str(BENCH / "minimal.py")]
-    with server_process(config, lifetime=1800) as url:
+    openai_config = dataclasses.replace(config, openai=True)
+    with server_process(config, lifetime=1800) as url, server_process(openai_config, lifetime=1800) as openai_url:
+        openai = ["--provider", "openai", "--base-url", openai_url]
         runs = alternate(
             {
                 "raw": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
@@ -353,6 +216,9 @@ def bench_stream(suite: Suite) -> None:
                 "minimal": lambda: suite.run([*minimal, "--base-url", url]),
                 "library": lambda: suite.run([python, str(BENCH / "library.py"), "--base-url", url]),
                 "minimal-none": lambda: suite.run([*minimal, "--output", "none", "--base-url", url]),
+                "openai-raw": lambda: suite.run([koala, "ask", *openai, "hi"]),
+                "openai-json": lambda: suite.run([koala, "ask", "--json", *openai, "hi"]),
+                "openai-minimal": lambda: suite.run([*minimal, "--openai", "--base-url", openai_url]),
             },
             suite.reps,
         )
@@ -362,17 +228,25 @@ def bench_stream(suite: Suite) -> None:
     verify(suite, "minimal.py (stream)", runs["minimal"], expected)
     verify(suite, "library.py (stream)", runs["library"], digest_line(chunks))
     verify(suite, "minimal.py --output none (stream)", runs["minimal-none"], digest_line(chunks))
+    verify(suite, "koala ask --provider openai (stream)", runs["openai-raw"], expected)
+    verify(suite, "koala ask --provider openai --json", runs["openai-json"], lambda out: json_problem(out, chunks))
+    verify(suite, "minimal.py --openai (stream)", runs["openai-minimal"], expected)
     reference = walls(runs["minimal"])
-    for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
-        ratio = paired_ratio(walls(runs[name]), reference)
+    for name, label, floor in (
+        ("raw", "koala ask", "minimal"),
+        ("json", "koala ask --json", "minimal"),
+        ("openai-raw", "OpenAI format: koala ask", "openai-minimal"),
+        ("openai-json", "OpenAI format: koala ask --json", "openai-minimal"),
+    ):
+        ratio = paired_ratio(walls(runs[name]), walls(runs[floor]))
         suite.row(
             "stream",
             f"{label} vs minimal (wall)",
             ms(median(walls(runs[name]))),
-            ms(median(reference)),
+            ms(median(walls(runs[floor]))),
             f"{ratio:.2f}x",
-            "<= 0.8x",
-            ratio <= 0.8,
+            "<= 0.5x",
+            ratio <= 0.5,
         )
     for name, label in (("raw", "koala ask"), ("json", "koala ask --json")):
         suite.row(
@@ -589,38 +463,58 @@ def bench_history(suite: Suite) -> None:
             )
         config = StreamConfig(chunks=3, size=16)
         chunks = make_chunks(3, 16)
-        history = Path(folder, "chat.jsonl")
-        shutil.copyfile(small, history)
+        histories = {"history": (Path(folder, "chat.jsonl"), size), "double": (Path(folder, "chat2.jsonl"), large_size)}
+        shutil.copyfile(small, histories["history"][0])
+        shutil.copyfile(large, histories["double"][0])
 
-        def with_history() -> Run:
-            run = suite.run([koala, "ask", "-H", str(history), "--base-url", url, "hi"])
-            appended = history.read_bytes()[size:]
-            lines = [json.loads(line) for line in appended.splitlines()]
-            wanted = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "".join(chunks)}]
-            suite.check("koala ask -H appends the turn", lines == wanted, repr(appended[:200]))
-            os.truncate(history, size)  # back as it was, without rewriting (and re-syncing) the file
-            return run
+        def with_history(name: str) -> Callable[[], Run]:
+            history, length = histories[name]
+
+            def go() -> Run:
+                run = suite.run([koala, "ask", "-H", str(history), "--base-url", url, "hi"])
+                appended = history.read_bytes()[length:]
+                lines = [json.loads(line) for line in appended.splitlines()]
+                wanted = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "".join(chunks)}]
+                suite.check("koala ask -H appends the turn", lines == wanted, repr(appended[:200]))
+                os.truncate(history, length)  # back as it was, without rewriting (and re-syncing) the file
+                return run
+
+            return go
 
         with server_process(config, lifetime=1800) as url:
             runs = alternate(
                 {
-                    "history": with_history,
+                    "history": with_history("history"),
+                    "double": with_history("double"),
                     "plain": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),
                 },
                 suite.reps,
             )
     expected = expected_raw("".join(chunks))
     verify(suite, "koala ask -H big.jsonl", runs["history"], expected)
+    verify(suite, "koala ask -H double.jsonl", runs["double"], expected)
     verify(suite, "koala ask (history baseline)", runs["plain"], expected)
-    added = median([a - b for a, b in zip(walls(runs["history"]), walls(runs["plain"]), strict=True)])
+    plain = walls(runs["plain"])
+    added = median([a - b for a, b in zip(walls(runs["history"]), plain, strict=True)])
+    added_double = median([a - b for a, b in zip(walls(runs["double"]), plain, strict=True)])
     suite.row(
         "history",
-        "koala ask -H big.jsonl vs without -H, end to end (added)",
+        "koala ask -H (20,000 turns) vs without -H, end to end (added)",
         ms(median(walls(runs["history"]))),
-        ms(median(walls(runs["plain"]))),
+        ms(median(plain)),
         f"+{ms(added)}",
-        "info",
-        None,
+        "< 250 ms",
+        added < 0.25,
+    )
+    ratio = added_double / added if added > 0 else float("inf")
+    suite.row(
+        "history",
+        "koala ask -H (40,000 turns): added time vs 20,000's",
+        f"+{ms(added_double)}",
+        f"+{ms(added)}",
+        f"{ratio:.2f}x",
+        f"<= 2.0x (+{DOUBLING_NOISE:.0%})",
+        ratio <= 2.0 * (1 + DOUBLING_NOISE),
     )
     suite.samples["history-e2e"] = {name: walls(values) for name, values in runs.items()}
 
@@ -631,6 +525,11 @@ SCENARIOS: dict[str, Callable[[Suite], None]] = {
     "stream": bench_stream,
     "latency": bench_latency,
     "history": bench_history,
+    "batch": scale.bench_batch,
+    "producer": scale.bench_producer,
+    "memory": scale.bench_memory,
+    "chat": scale.bench_chat,
+    "many": scale.bench_many,
     "events": bench_events,
 }
 
@@ -704,13 +603,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(DEFAULT_GROUPS),
-        help=f"comma-separated groups among {','.join(GROUPS)} (default: all but events)",
+        help=f"comma-separated groups among {','.join(GROUPS)} (default: all but {' and '.join(SLOW_GROUPS)})",
     )
     parser.add_argument("--venv", help="measure the koala installed in this virtualenv")
     parser.add_argument("--koala", help="the koala script (default: the one next to this interpreter)")
     parser.add_argument("--python", help="the interpreter for the references (default: the one next to koala)")
     parser.add_argument("--chunks", type=int, default=100_000, help="chunks of the streaming case")
     parser.add_argument("--size", type=int, default=16, help="bytes per chunk of the streaming case")
+    parser.add_argument("--batch-jobs", type=int, default=2000, help="jobs of the batch case (default 2,000)")
+    parser.add_argument("--many-jobs", type=int, default=100_000, help="jobs of the many case (default 100,000)")
     parser.add_argument("--save", metavar="FILE", help="also write every sample as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal fails, not only when a check does")
     args = parser.parse_args(argv)
@@ -729,7 +630,16 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="koala-bench-cwd-") as cwd,
         Spawner(child_env(), cwd) as spawner,  # forked first, while this process is small
     ):
-        suite = Suite(koala=koala, python=python, reps=args.reps, chunks=args.chunks, size=args.size, spawner=spawner)
+        suite = Suite(
+            koala=koala,
+            python=python,
+            reps=args.reps,
+            chunks=args.chunks,
+            size=args.size,
+            spawner=spawner,
+            batch_jobs=args.batch_jobs,
+            many_jobs=args.many_jobs,
+        )
         header = describe(suite)
         print("\n".join(header), flush=True)
         started = time.perf_counter()

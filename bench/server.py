@@ -1,7 +1,8 @@
 """A loopback stand-in for koala.sh that streams fast enough never to be the bottleneck (stdlib only).
 
 It answers ``POST .../api/gpt/`` with ``text/event-stream`` events ``data: "<json string>"\\n\\n``
-(optionally ending with ``data: [DONE]``), built once before the first request, in one of
+(``--openai``: ``POST .../v1/chat/completions`` with ``data: {"choices":[{"delta":{"content":…}}]}``
+events), optionally ending with ``data: [DONE]``, built once before the first request, in one of
 three modes:
 
 ``bulk``
@@ -93,8 +94,11 @@ def expected_text(chunks: list[str]) -> str:
     return "".join(chunks)
 
 
-def _event(text: str) -> bytes:
+def _event(text: str, openai: bool = False) -> bytes:
     # ensure_ascii=False: like JSON.stringify on koala.sh, non-ASCII travels as UTF-8.
+    if openai:  # as OpenAI's API sends a delta: compact separators, ids and the model left out
+        value: object = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        return b"data: " + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
     return b"data: " + json.dumps(text, ensure_ascii=False).encode("utf-8") + b"\n\n"
 
 
@@ -111,6 +115,7 @@ class StreamConfig:
     interval: float = 0.0  # events mode: seconds between events
     lead: float = 0.05  # first-pause mode: silence between the headers and the first event
     pause: float = 0.3  # first-pause mode: silence after the first event
+    openai: bool = False  # OpenAI chat-completions events at /v1/chat/completions instead of koala.sh's
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,7 +131,7 @@ class _Body:
 
     def __init__(self, config: StreamConfig) -> None:
         self.chunks = make_chunks(config.chunks, config.size)
-        events = [_event(text) for text in self.chunks]
+        events = [_event(text, config.openai) for text in self.chunks]
         if config.done:
             events.append(b"data: [DONE]\n\n")
         raw = b"".join(events)
@@ -243,7 +248,7 @@ class StreamServer:
             path, size = _read_request(conn)
             with self._lock:
                 self.request_bytes.append(size)
-            if not path.endswith("/api/gpt/"):
+            if not path.endswith("/v1/chat/completions" if self.config.openai else "/api/gpt/"):
                 conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
             self._answer(conn)
@@ -325,6 +330,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.0, help="events mode: seconds between events")
     parser.add_argument("--lead", type=float, default=0.05, help="first-pause mode: seconds before the first event")
     parser.add_argument("--pause", type=float, default=0.3, help="first-pause mode: seconds after the first event")
+    parser.add_argument("--openai", action="store_true", help="OpenAI chat-completions events, not koala.sh's")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--lifetime", type=float, default=600.0, help="stop after this many seconds")
     parser.add_argument("--max-requests", type=int, default=0, help="stop after this many answers (0: no limit)")
@@ -344,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         interval=args.interval,
         lead=args.lead,
         pause=args.pause,
+        openai=args.openai,
     )
     server = StreamServer(config, port=args.port, lifetime=args.lifetime, max_requests=args.max_requests)
 

@@ -80,12 +80,24 @@ class Spawner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run(self, argv: Sequence[str], *, watch: Callable[[bytes], bool] | None = None, timeout: float = 120.0) -> Run:
-        """Run ``argv`` with stdin from /dev/null and stdout, stderr on pipes read here as they fill."""
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        watch: Callable[[bytes], bool] | None = None,
+        timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> Run:
+        """Run ``argv`` with stdin from /dev/null and stdout, stderr on pipes read here as they fill.
+
+        ``env`` adds to (or replaces in) the environment the spawner was made with; ``stdin``
+        names a file to read instead of /dev/null."""
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
-            socket.send_fds(self._sock, [json.dumps({"argv": list(argv)}).encode()], [out_write, err_write])
+            request = json.dumps({"argv": list(argv), "env": env or {}, "stdin": stdin}).encode()
+            socket.send_fds(self._sock, [request], [out_write, err_write])
         finally:
             os.close(out_write)
             os.close(err_write)
@@ -150,7 +162,8 @@ def _serve(sock: socket.socket, env: dict[str, str]) -> None:
         message, fds, _, _ = socket.recv_fds(sock, 65536, 2)
         if not message:
             return
-        argv = json.loads(message)["argv"]
+        request = json.loads(message)
+        argv = request["argv"]
         start = time.perf_counter()
         try:
             pid = os.fork()
@@ -160,7 +173,7 @@ def _serve(sock: socket.socket, env: dict[str, str]) -> None:
             sock.send(json.dumps({"error": str(exc)}).encode())
             continue
         if pid == 0:
-            _exec(argv, env, fds)
+            _exec(argv, {**env, **request["env"]}, fds, request["stdin"] or os.devnull)
         for fd in fds:
             os.close(fd)
         sock.send(json.dumps({"pid": pid, "start": start}).encode())
@@ -176,10 +189,10 @@ def _serve(sock: socket.socket, env: dict[str, str]) -> None:
         sock.send(json.dumps(reply).encode())
 
 
-def _exec(argv: list[str], env: dict[str, str], fds: list[int]) -> None:
-    """In the forked child: stdin from /dev/null, stdout and stderr on the pipes, then exec."""
+def _exec(argv: list[str], env: dict[str, str], fds: list[int], stdin: str) -> None:
+    """In the forked child: stdin from ``stdin`` (/dev/null), stdout and stderr on the pipes, then exec."""
     try:
-        null = os.open(os.devnull, os.O_RDONLY)
+        null = os.open(stdin, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
