@@ -31,9 +31,11 @@ from .text import mask_secrets, mask_url, terminal_safe
 
 __all__ = [
     "RETRY_STATUSES",
+    "Pacer",
     "RetryHook",
     "backoff_delay",
     "exchange",
+    "finish_body",
     "make_client",
     "parse_retry_after",
     "proxy_of",
@@ -212,9 +214,15 @@ def tls_context() -> ssl.SSLContext:
     return context
 
 
-def make_client(proxy: str | None, timeout: float, url: str) -> httpx.AsyncClient:
+def make_client(
+    proxy: str | None, timeout: float, url: str, *, max_connections: int | None = None
+) -> httpx.AsyncClient:
     """A client of our own for requests to ``url``: through ``proxy``, or the environment's,
     unless ``NO_PROXY`` names the host; a proxy URL httpx cannot use is the caller's mistake.
+
+    One client is one connection pool and one TLS context (the CA bundle is loaded once):
+    ``koala batch`` shares one among its jobs, with ``max_connections`` = its concurrency,
+    and ``koala chat`` one among its turns.
 
     When no connection this client can make uses TLS -- a plain-HTTP server, no proxy or a
     plain-HTTP one, no redirects followed -- it skips loading the CA bundle (tens of
@@ -228,7 +236,8 @@ def make_client(proxy: str | None, timeout: float, url: str) -> httpx.AsyncClien
     tls = url.lower().startswith("https://") or (chosen or "").lower().startswith("https://")
     verify = tls_context() if tls else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        transport = httpx.AsyncHTTPTransport(verify=verify, proxy=chosen)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections or 20)
+        transport = httpx.AsyncHTTPTransport(verify=verify, proxy=chosen, limits=limits)
         client = httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
     except (ValueError, ImportError, httpx.InvalidURL) as exc:
         raise UsageError(f"cannot use proxy {mask_url(chosen or '')!r}: {mask_secrets(str(exc))}") from None
@@ -273,11 +282,17 @@ async def send(
     timeout: float,
     retries: int,
     on_retry: RetryHook | None,
+    pacer: Pacer | None = None,
 ) -> httpx.Response:
-    """Send until an answer that is not worth retrying; only ever before the first byte of a reply."""
+    """Send until an answer that is not worth retrying; only ever before the first byte of a reply.
+
+    With a ``pacer`` shared by many requests, every attempt waits for its turn, and a 429 or
+    503 with ``Retry-After`` pauses them all (one notice, from the pacer)."""
     attempts = retries + 1
     proxy = proxy_of(client)
     for attempt in range(1, attempts + 1):
+        if pacer is not None:
+            await pacer.ready()
         try:
             response = await client.send(request, stream=True)
         except OverflowError:  # a port above 65535 that httpx's URL parser let through
@@ -300,6 +315,7 @@ async def send(
                     await response.aclose()
                     raise refusal
                 await raise_for_status(response, host, attempt)
+                response.stream = _Reusable(response.stream)
                 return response
             after = parse_retry_after(response.headers.get("retry-after"))
             delay = backoff_delay(attempt) if after is None else after
@@ -308,6 +324,9 @@ async def send(
             )
             reason = reason.rstrip()
             await response.aclose()
+            if pacer is not None and after is not None and response.status_code in (429, 503):
+                pacer.pause(after, reason)  # the service asks the whole client to wait
+                continue
         if on_retry is not None:
             on_retry(f"{reason}; retrying in {delay:.1f} s (attempt {attempt + 1} of {attempts})")
         await anyio.sleep(delay)
@@ -327,6 +346,7 @@ async def exchange(
     retries: int,
     on_retry: RetryHook | None,
     secrets: Sequence[str | None] = (),
+    pacer: Pacer | None = None,
 ) -> AsyncIterator[tuple[httpx.Response, str]]:
     """Send a request (with retries) and hold its 2xx response open; yields it and the host
     name for messages.  Every koala error raised here or in the body has ``secrets`` masked."""
@@ -342,10 +362,75 @@ async def exchange(
         if via:
             host = f"{host} (via proxy {mask_url(via)})"
         try:
-            response = await send(client, request, host, timeout, retries, on_retry)
+            response = await send(client, request, host, timeout, retries, on_retry, pacer)
             stack.push_async_callback(response.aclose)
             yield response, host
         except KoalaError as exc:
             for secret in secrets:
                 redact(exc, secret)
             raise
+
+
+class _Reusable(httpx.AsyncByteStream):
+    """A response body that can be read to its end after its reader stopped early (at an
+    event stream's ``[DONE]``), so that its connection goes back to the pool."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> None:
+        assert isinstance(stream, httpx.AsyncByteStream)
+        self._stream = stream
+        self._pieces: AsyncIterator[bytes] | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._pieces = self._stream.__aiter__()
+        async for piece in self._pieces:  # left suspended, not closed, when our reader stops
+            yield piece
+
+    async def drain(self, limit: int = 64 * 1024, seconds: float = 0.25) -> None:
+        if self._pieces is None:
+            return
+        with anyio.move_on_after(seconds):
+            async for piece in self._pieces:
+                limit -= len(piece)
+                if limit < 0:
+                    break
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def finish_body(response: httpx.Response) -> None:
+    """After a complete reply: read what is left of the body (the end of the chunked framing,
+    a few bytes), briefly and boundedly, so its keep-alive connection can serve the next
+    request instead of being closed."""
+    if isinstance(response.stream, _Reusable):
+        await response.stream.drain()
+
+
+class Pacer:
+    """Request starts shared by many requests of one client: spaced ``interval`` seconds
+    apart (``--rate``), and all paused when the service says ``Retry-After`` -- with one
+    notice for the pause, not one per request."""
+
+    def __init__(self, interval: float | None = None, notify: RetryHook | None = None) -> None:
+        self.interval = interval
+        self.notify = notify
+        self._next = 0.0  # the earliest start of the next request
+        self._resume = 0.0  # the end of a pause
+        self._turn = anyio.Lock()
+
+    async def ready(self) -> None:
+        """Wait for this request's turn (first come, first served)."""
+        async with self._turn:
+            while (wait := max(self._next, self._resume) - anyio.current_time()) > 0:
+                await anyio.sleep(wait)
+            if self.interval:
+                self._next = anyio.current_time() + self.interval
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """No request starts for ``seconds``; say so unless a pause is already under way."""
+        now = anyio.current_time()
+        if now + seconds <= self._resume:
+            return
+        if self._resume <= now and self.notify is not None:
+            self.notify(f"{reason}; pausing every request for {seconds:.1f} s (Retry-After)")
+        self._resume = now + seconds

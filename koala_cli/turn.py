@@ -21,8 +21,11 @@ from .history import append_turns, check_writable, load_history, waiting
 from .messages import Message
 
 if TYPE_CHECKING:
+    import httpx
+
     from .output import Writer
     from .providers.http import HTTPStreamProvider
+    from .transport import Pacer
 
 __all__ = [
     "AskOptions",
@@ -131,8 +134,13 @@ async def stream_reply(
     notify: Callable[[str], None],
     *,
     keep_text: bool = True,
+    client: httpx.AsyncClient | None = None,
+    pacer: Pacer | None = None,
 ) -> Reply:
-    """Stream one reply into ``writer`` and return it complete (its text only if ``keep_text``)."""
+    """Stream one reply into ``writer`` and return it complete (its text only if ``keep_text``).
+
+    ``client``: a shared ``httpx.AsyncClient`` (a chat session's, a batch's), so that turns
+    reuse its connections; ``pacer``: a batch's shared request pacing."""
     provider = connection.provider
     model = provider.get_model(model)
     writer.start(model)
@@ -143,7 +151,9 @@ async def stream_reply(
     first_chunk: float | None = None
     with max_time(connection.max_time):
         options = connection.request_options()
-        stream = provider.stream_batches(model, messages, connection.proxy, **options, on_retry=notify, events=events)
+        stream = provider.stream_batches(
+            model, messages, connection.proxy, **options, on_retry=notify, events=events, client=client, pacer=pacer
+        )
         async with aclosing(stream) as batches:
             async for batch in batches:
                 if first_chunk is None:

@@ -1,5 +1,9 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
+import contextlib
+import os
+import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -7,22 +11,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import KoalaError, UsageError, exit_status_help
+from ..errors import KoalaError, OutputError, UsageError, exit_status_help
 from .exits import fail, finish
 from .options import ConnectionOptions, Debug, LogOptions, SamplingOptions, TurnOptions, expand_options
 from .runner import run_guarded
 from .settings import settings_of
-from .stdio import notice, on_terminal
+from .stdio import notice
 
 if TYPE_CHECKING:
-    from ..jobs import Progress
+    from ..jobs import Job, Progress, Read
 
 HELP = """Run many prompts concurrently; write one NDJSON result a line.
 
 Input (FILE, or stdin with - or no FILE): JSONL, one job a line --
 {"id": ..., "prompt": "...", "system"?: "...", "model"?: "...", "history"?: [messages]}
--- or, with --lines, one prompt a line (its id is the line number). Output, in input order
-unless --unordered: {"id", "ok": true, "text", "model", "elapsed_ms", "first_chunk_ms"} or
+-- or, with --lines, one prompt a line (its id is the line number). A job without an id is
+known by its line: its result has "line": N instead of "id". Jobs start as their lines
+arrive, on one connection pool. Output, in input order unless --unordered:
+{"id", "ok": true, "text", "model", "elapsed_ms", "first_chunk_ms"} or
 {"id", "ok": false, "error": {"message", "exit_status"}}. A bad input line becomes an error
 result with its line number; the other jobs still run.
 
@@ -31,9 +37,23 @@ Examples:
   koala batch jobs.jsonl > results.jsonl
   printf 'hi\\nhello\\n' | koala batch --lines --concurrency 8
   koala batch jobs.jsonl --resume results.jsonl >> results.jsonl
+  koala batch jobs.jsonl --rate 50/m --concurrency 8 > results.jsonl
+  koala batch jobs.jsonl --shard 2/4 > results-2.jsonl     # the second of four machines
 """
 
 EPILOG = exit_status_help("every job succeeded; otherwise the status of the first failed job in input order")
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress line updates
+_RATE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|m)\s*")
+
+
+def parse_rate(text: str) -> float:
+    """``N/s`` or ``N/m`` (requests started per second or minute) -> seconds between starts."""
+    match = _RATE.fullmatch(text)
+    count = float(match.group(1)) if match else 0.0
+    if not match or count <= 0:
+        raise UsageError(f"--rate must be N/s or N/m with N above 0 (say 10/s or 500/m), not {text!r}")
+    return (1.0 if match.group(2) == "s" else 60.0) / count
 
 
 @expand_options
@@ -41,10 +61,20 @@ def batch(
     ctx: typer.Context,
     file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", metavar="N", help="Requests in flight at most.")] = 4,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", metavar="N", help="Requests in flight (and connections) at most.")
+    ] = 4,
     unordered: Annotated[bool, typer.Option("--unordered", help="Write results as they complete.")] = False,
     resume: Annotated[
-        Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs whose id has an ok result in OUT.")
+        Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs with an ok result in OUT.")
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", metavar="N/s|N/m", help="Start at most N requests a second or a minute."),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", metavar="K/N", help="Run only shard K of N (stable: by job id)."),
     ] = None,
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
@@ -52,91 +82,202 @@ def batch(
     logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
-    import json
-
-    from ..jobs import BadJob, Progress, done_ids, parse_jobs, run_batch
-    from ..output import GuardedStream
-    from ..text import json_terminal_safe
+    from ..jobs import BatchOptions, JobParser, Progress, Shard
 
     try:
         if concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
         settings = settings_of(ctx)
-        link = connection.resolve(settings, sampling=sampling)
-        system = turn.system_text()
+        options = BatchOptions(
+            model=turn.model or "",
+            system=turn.system_text(),
+            connection=connection.resolve(settings, sampling=sampling),
+            concurrency=concurrency,
+            ordered=not unordered,
+            interval=None if rate is None else parse_rate(rate),
+        )
+        chosen = None if shard is None else Shard.parse(shard)
         log = logging.path()
-        name, data = _input(file)
-        jobs = list(parse_jobs(data, name, lines=lines))
-        if resume is not None and resume.exists():
-            skip = done_ids(_read(resume).decode("utf-8", "replace"))
-            jobs = [j for j in jobs if isinstance(j, BadJob) or json.dumps(j.id, sort_keys=True) not in skip]
+        name, fd = _input(file)
+        done_fd = _open(resume) if resume is not None and resume.exists() else None
     except KoalaError as exc:
         fail(exc, None, debug)
 
-    out = GuardedStream(sys.stdout.buffer)
-    tty = on_terminal()  # there DEL and C1 controls in results are escaped, as JSON allows
     show_progress = sys.stderr.isatty()
-
-    sent = {json.dumps(j.id, sort_keys=True): j for j in jobs if not isinstance(j, BadJob)}
-
-    def emit(result: dict[str, Any]) -> None:
-        line = json.dumps(result, ensure_ascii=False) + "\n"
-        out.write((json_terminal_safe(line) if tty else line).encode("utf-8", "backslashreplace"))
-        out.flush()
-        job = sent.get(json.dumps(result.get("id"), sort_keys=True)) if log is not None else None
-        if job is not None and "line" not in result:  # a request was sent for it
-            elapsed = (result.get("elapsed_ms") or 0) / 1000
-            logging.write(
-                log,
-                command="batch",
-                profile=settings.profile,
-                link=link,
-                model=result.get("model") or job.model or turn.model or "",
-                prompt=job.prompt,
-                system=job.system if job.system is not None else system,
-                started=time.time() - elapsed,
-                elapsed_s=elapsed,
-                exit_status=0 if result.get("ok") else int(result.get("error", {}).get("exit_status", 1)),
-                chars_out=len(result.get("text") or ""),
-                usage=result.get("usage"),
-            )
+    progress = Progress()
+    shown = [0.0]
 
     def on_progress(progress: "Progress") -> None:
-        if show_progress:
+        now = _now()
+        if show_progress and now - shown[0] >= PROGRESS_INTERVAL:
+            shown[0] = now
             sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}")
             sys.stderr.flush()
 
-    progress = Progress()
-    outcome = run_guarded(
-        lambda: run_batch(
-            jobs,
-            model=turn.model or "",
-            system=system,
-            connection=link,
-            concurrency=concurrency,
-            ordered=not unordered,
-            emit=emit,
-            progress=progress,
-            on_progress=on_progress,
-            notify=notice,
+    def on_result(job: "Job", result: dict[str, Any]) -> None:
+        """Each request sent, into the request log (--log)."""
+        if log is None:
+            return
+        elapsed = (result.get("elapsed_ms") or 0) / 1000
+        logging.write(
+            log,
+            command="batch",
+            profile=settings.profile,
+            link=options.connection,
+            model=result.get("model") or job.model or options.model,
+            prompt=job.prompt,
+            system=job.system if job.system is not None else options.system,
+            started=time.time() - elapsed,
+            elapsed_s=elapsed,
+            exit_status=0 if result.get("ok") else int(result.get("error", {}).get("exit_status", 1)),
+            chars_out=len(result.get("text") or ""),
+            usage=result.get("usage"),
         )
-    )
+
+    async def work() -> int:
+        import anyio
+
+        from ..jobs import done_keys, run_batch
+
+        done = await done_keys(_reader(done_fd, str(resume))) if done_fd is not None else None
+        parser = JobParser(name, lines=lines, shard=chosen, done=done)
+        async with anyio.create_task_group() as group:
+            if show_progress and _regular(fd):
+                group.start_soon(_count, file or "", progress)
+            status = await run_batch(
+                _reader(fd, name),
+                parser,
+                options,
+                write=_Out(sys.stdout.fileno()).write,
+                progress=progress,
+                on_progress=on_progress,
+                notify=notice,
+                on_result=on_result,
+            )
+            group.cancel_scope.cancel()
+        return status
+
+    outcome = run_guarded(work)
     if show_progress:
-        sys.stderr.write("\n")
+        sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}\n")
     finish(outcome, None, debug)
     raise typer.Exit(outcome.value or 0)
 
 
-def _input(file: str | None) -> tuple[str, bytes]:
+def _now() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _input(file: str | None) -> tuple[str, int | None]:
+    """The input's name and file descriptor (None: a closed stdin, read as empty)."""
     if file is None or file == "-":
-        if file is None and sys.stdin is not None and sys.stdin.isatty():
+        try:
+            fd = sys.stdin.fileno() if sys.stdin is not None else None
+            if fd is not None:
+                os.fstat(fd)
+        except (OSError, ValueError):
+            return "<stdin>", None
+        if file is None and fd is not None and os.isatty(fd):
             raise UsageError("no input: give a FILE, or jobs on standard input (see 'koala batch --help')")
-        return "<stdin>", sys.stdin.buffer.read() if sys.stdin is not None else b""
-    return file, _read(Path(file))
+        return "<stdin>", fd
+    return file, _open(Path(file))
 
 
-def _read(path: Path) -> bytes:
+def _open(path: Path) -> int:
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO with no writer must not block here
+        os.set_blocking(fd, True)
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path}: is a directory")
+    return fd
+
+
+def _pollable(fd: int) -> bool:
+    """Pipes, sockets and terminals can block a read or write: wait for them in the event
+    loop (so Ctrl-C always works); files never do."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+def _regular(fd: int | None) -> bool:
+    return fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _reader(fd: int | None, name: str) -> "Read":
+    """Up to n bytes as they come from ``fd``, waiting in the event loop, never in a read."""
+    import anyio
+
+    pollable = fd is not None and _pollable(fd)
+
+    async def read(size: int) -> bytes:
+        if fd is None:
+            return b""
+        if pollable:
+            await anyio.wait_readable(fd)
+        try:
+            return os.read(fd, size)
+        except OSError as exc:
+            raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+
+    return read
+
+
+class _Out:
+    """NDJSON results to stdout, whole lines, as soon as they come; a pipe that is full is
+    waited for in the event loop, so a stalled reader never keeps Ctrl-C from working."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pollable = _pollable(fd)
+
+    async def write(self, results: list[dict[str, Any]]) -> None:
+        import json
+        import select
+
+        import anyio
+
+        data = b"".join(
+            json.dumps(r, ensure_ascii=False, allow_nan=False).encode("utf-8", "backslashreplace") + b"\n"
+            for r in results
+        )
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    if self.pollable:  # a pipe with room takes 4 KiB without blocking
+                        if not select.select([], [self.fd], [], 0)[1]:
+                            await anyio.wait_writable(self.fd)
+                        written = os.write(self.fd, view[:4096])
+                    else:
+                        written = os.write(self.fd, view)
+                except BlockingIOError:  # a stdout left non-blocking by whoever started koala
+                    await anyio.wait_writable(self.fd)
+                    continue
+                view = view[written:]
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+async def _count(path: str, progress: "Progress") -> None:
+    """The number of jobs in a regular file, for the progress line's total and ETA."""
+    import anyio
+
+    def count() -> int:
+        total = 0
+        rest = b""
+        with open(path, "rb") as source:
+            while piece := source.read(1 << 20):
+                parts = (rest + piece).split(b"\n")
+                rest = parts.pop()
+                total += sum(1 for part in parts if part.strip())
+        return total + (1 if rest.strip() else 0)
+
+    with contextlib.suppress(OSError):
+        progress.total = await anyio.to_thread.run_sync(count, abandon_on_cancel=True)

@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..events import EventReader
 from ..messages import Message
 from ..text import ascii_host_url, url_secrets
-from ..transport import RetryHook, exchange, translate_error
+from ..transport import Pacer, RetryHook, exchange, finish_body, translate_error
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec, check_request
 
 __all__ = ["HTTPStreamProvider", "url_under"]
@@ -98,7 +98,9 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         Keyword options: ``client`` (a caller-owned ``httpx.AsyncClient``, never closed here),
         ``base_url``, ``timeout`` (seconds to connect or between bytes), ``web_search``,
         ``api_key``, ``retries``, ``on_retry`` (called with a one-line notice) and ``events``
-        (an ``EventReader`` that is left knowing the reply's ``finish_reason`` and ``usage``).
+        (an ``EventReader`` that is left knowing the reply's ``finish_reason`` and ``usage``) and
+        ``pacer`` (a ``transport.Pacer`` shared by many requests: ``--rate`` and a common
+        Retry-After pause).
         """
         async with aclosing(cls.stream_batches(model, messages, proxy, **kwargs)) as batches:
             async for batch in batches:
@@ -121,6 +123,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         on_retry: RetryHook | None = None,
         options: Mapping[str, object] | None = None,
         events: EventReader | None = None,
+        pacer: Pacer | None = None,
     ) -> AsyncGenerator[list[str], None]:
         """Like ``create_async_generator``, but one list of chunks per network read.
 
@@ -148,6 +151,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
             retries=retries,
             on_retry=on_retry,
             secrets=(api_key, *url_secrets(proxy or ""), *url_secrets(base_url or "")),
+            pacer=pacer,
         )
         async with transfer as (response, host):
             started = False
@@ -155,6 +159,8 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
                 async for batch in answer_batches(response, host, events):
                     started = True
                     yield batch
+                if client is not None:  # a shared client's pool keeps the connection for more requests
+                    await finish_body(response)
             except httpx.HTTPError as exc:
                 raise translate_error(exc, host, timeout, mid_reply=started) from exc
 

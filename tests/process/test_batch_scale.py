@@ -260,7 +260,7 @@ def test_a_bad_shard_is_a_usage_error(keepalive: KeepAlive, value: str) -> None:
 
 
 def test_a_retry_after_pauses_every_start_with_one_notice(keepalive: KeepAlive) -> None:
-    limited = threading.Barrier(3, timeout=WAIT)
+    limited = threading.Barrier(4, timeout=WAIT)  # a, b, c and d: all four in flight
     refused = threading.Event()
     refused_at: list[float] = []
     seen: set[str] = set()
@@ -271,14 +271,15 @@ def test_a_retry_after_pauses_every_start_with_one_notice(keepalive: KeepAlive) 
         with lock:
             first_time = prompt not in seen
             seen.add(prompt)
-        if prompt in ("a", "b", "c") and first_time:
-            limited.wait()  # the three answer 429 together
-            with lock:
+        if prompt in ("a", "b", "c", "d") and first_time:
+            limited.wait()
+            if prompt == "d":
+                refused.wait(WAIT)  # d ends just after the 429s: its slot frees during the pause
+                return echo(request)
+            with lock:  # a, b and c answer 429 together
                 refused_at.append(time.monotonic())
             refused.set()
             return Answer(b"slow down", status=429, reason="Too Many Requests", headers={"Retry-After": "1"})
-        if prompt == "d":
-            refused.wait(WAIT)  # d ends just after the 429s: its slot frees during the pause
         return echo(request)
 
     keepalive.route = route
@@ -364,7 +365,7 @@ def test_progress_line_for_a_file_shows_the_total_and_an_eta(keepalive: KeepAliv
     status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url, str(path)])
     assert status == 0
     assert len(ndjson(out)) == 3
-    last = seen.split(b"\r")[-1].decode()
+    last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
     assert "3 done, 0 failed, 0 in flight" in last, seen  # the last line has nothing left in flight
     assert "3/3" in last and "ETA" in last, seen
 
@@ -373,7 +374,7 @@ def test_progress_line_for_a_pipe_ends_with_zero_in_flight(keepalive: KeepAlive)
     status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url], stdin=b"a\nb\n")
     assert status == 0
     assert len(ndjson(out)) == 2
-    last = seen.split(b"\r")[-1].decode()
+    last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
     assert "2 done, 0 failed, 0 in flight" in last, seen
     assert "ETA" not in last  # no total to count from a pipe
 
