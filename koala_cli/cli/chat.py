@@ -27,6 +27,8 @@ from .settings import settings_of
 from .stdio import notice, write_out
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..messages import Message
     from ..turn import Connection
 
@@ -82,7 +84,11 @@ def chat(
     session.remember = bool(settings.value("remember_last")) and history is not None
     session.log = (logging, log, settings.profile)
     session.pending_key = pending_key
-    raise typer.Exit(session.loop())
+    try:
+        status = session.loop()
+    finally:
+        session.close()
+    raise typer.Exit(status)
 
 
 def _continued(history: Path | None) -> Path:
@@ -130,6 +136,12 @@ class _Session:
         self.failure: int | None = None  # piped: the first failed turn's status is the exit status
         self.line_number = 0
         self.readline = None
+        # One event loop and one client for the whole session, so every turn after the first
+        # reuses the connection (and TLS session) the previous one left open.
+        import asyncio  # the CLI picks the event loop: one for all turns (imported here: start-up)
+
+        self.runner = asyncio.Runner()
+        self.client: httpx.AsyncClient | None = None
         if self.interactive:
             try:
                 import readline
@@ -257,6 +269,24 @@ class _Session:
 
         return terminal_safe(text) if sys.stdout.isatty() else text
 
+    def _client(self) -> "httpx.AsyncClient":
+        """The session's client, made on the first turn (inside the session's event loop)."""
+        if self.client is None:
+            from ..transport import make_client
+
+            link = self.link
+            url = link.provider.request_spec("", [{"role": "user", "content": "-"}], base_url=link.base_url).url
+            self.client = make_client(link.proxy, link.timeout, url, max_connections=1)
+        return self.client
+
+    def close(self) -> None:
+        """Close the session's connection and event loop."""
+        try:
+            if self.client is not None:
+                self.runner.run(self.client.aclose())
+        finally:
+            self.runner.close()
+
     def _turn(self, text: str) -> int | None:
         """Ask, stream and save one turn; an exit status when the chat must end, else None.
 
@@ -279,13 +309,13 @@ class _Session:
 
         async def turn() -> Reply:
             with max_time(self.link.max_time) as deadline:
-                reply = await stream_reply(messages, self.model, self.link, writer, notice)
+                reply = await stream_reply(messages, self.model, self.link, writer, notice, client=self._client())
                 deadline.what = "the reply was not saved"
                 await save_turn(reply, writer, self.path, text, notice)
             return reply
 
         started, clock = time.time(), time.monotonic()
-        outcome = run_guarded(turn, final=True)
+        outcome = run_guarded(turn, final=True, runner=self.runner)
         logging, log, profile = self.log
         reply = outcome.value if outcome.error is None and outcome.signal is None else None
         logging.write(

@@ -100,10 +100,12 @@ def reporting_interrupt() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, watched)
 
 
-def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False) -> Outcome:
+def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False, runner: Any = None) -> Outcome:
     """Run ``work`` in one event loop; SIGINT/SIGTERM cancel it instead of killing the process.
 
     Cancelling closes the reply's async generators (and so the connection) deterministically.
+    ``runner``: an ``asyncio.Runner`` whose loop outlives this run (a chat session's, so its
+    connections stay usable from one turn to the next); by default a new loop (``anyio.run``).
     Afterwards the signals go back to their earlier handlers -- except when a signal stopped
     the work (a second one ends koala at once), or when the work succeeded and is ``final``
     (its result is saved: a signal now is too late, and the exit status stays 0; it is noted
@@ -155,7 +157,10 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False) -> O
 
     earlier = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
     try:
-        anyio.run(main)
+        if runner is None:
+            anyio.run(main)
+        else:
+            runner.run(main())
     except KeyboardInterrupt:  # pragma: no cover - _note keeps it from happening
         outcome.signal = outcome.signal or signal.SIGINT
     finally:

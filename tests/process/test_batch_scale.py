@@ -9,11 +9,15 @@ bounded; gates (threading.Event / Barrier) decide when the server answers.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
 import select
+import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +26,7 @@ from typing import IO, Any
 
 import pytest
 from conftest import KOALA, run_koala
-from keepalive import Answer, KeepAlive, Request, echo
+from keepalive import Answer, KeepAlive, Request, echo, events
 
 pytestmark = pytest.mark.subprocess
 
@@ -412,3 +416,32 @@ def test_a_job_without_an_id_never_collides_with_an_explicit_one(keepalive: Keep
     again = batch(keepalive, "--resume", str(out), stdin=stdin)
     assert (again.returncode, again.stdout) == (0, b"")
     assert keepalive.requests == []  # resume knows the id-less jobs by their line
+
+
+def test_ctrl_c_works_while_stdout_is_stalled(keepalive: KeepAlive) -> None:
+    keepalive.route = lambda request: Answer(events("x" * 100_000))  # 4 results: more than a pipe holds
+    proc = subprocess.Popen(
+        [*KOALA, "batch", "--lines", "--base-url", keepalive.base_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"a\nb\nc\nd\n")
+        proc.stdin.close()
+        proc.stdin = None
+        deadline = time.monotonic() + WAIT
+        queued = 0
+        while time.monotonic() < deadline:  # until the pipe is full: nobody reads stdout
+            queued = struct.unpack("i", fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+            if queued >= 65536:
+                break
+            time.sleep(0.05)
+        assert queued >= 65536, queued
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130  # the first Ctrl-C is enough
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        stop(proc)
