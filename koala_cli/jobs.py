@@ -362,13 +362,15 @@ class _Pipeline:
             self.progress.failed += 1
             self.failures[index] = result["error"]["exit_status"]
         self.on_progress(self.progress)
-        if not self.options.ordered:
-            self.send.send_nowait(result)
-            return
         self.held[index] = result
-        while self.next_out in self.held:
-            self.send.send_nowait(self.held.pop(self.next_out))
-            self.next_out += 1
+        try:
+            if not self.options.ordered:
+                self.send.send_nowait(self.held.pop(index))
+            while self.next_out in self.held:
+                self.send.send_nowait(self.held.pop(self.next_out))
+                self.next_out += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the writer has failed (a closed stdout): its error ends the run
 
     async def writer(self) -> None:
         """Write results as they are passed on, all that are waiting at once."""
