@@ -205,13 +205,16 @@ async def input_lines(read: Read) -> AsyncIterator[bytes]:
     held = 0
     first = True
     while piece := await read(READ_SIZE):
-        if first and len(piece) < 3 and b"\xef\xbb\xbf".startswith(piece):
-            piece += await read(3 - len(piece))  # so that the BOM check sees it whole
+        while first and len(piece) < 3 and b"\xef\xbb\xbf".startswith(piece):
+            more = await read(3 - len(piece))  # so that the BOM check sees it whole
+            if not more:
+                break
+            piece += more
         if first:
             piece, first = piece.removeprefix(b"\xef\xbb\xbf"), False
         start = 0
         while (end := piece.find(b"\n", start)) >= 0:
-            if held > MAX_LINE:
+            if held + end - start > MAX_LINE:
                 yield TOO_LONG
             else:
                 parts.append(piece[start:end])
@@ -225,7 +228,7 @@ async def input_lines(read: Read) -> AsyncIterator[bytes]:
             parts.clear()
     if held > MAX_LINE:
         yield TOO_LONG
-    elif parts:
+    elif held:
         yield b"".join(parts)
 
 
