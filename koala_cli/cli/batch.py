@@ -1,13 +1,14 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
 import contextlib
+import io
 import os
 import re
 import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 
@@ -148,7 +149,7 @@ def batch(
                 _reader(fd, name),
                 parser,
                 options,
-                write=_Out(sys.stdout.fileno()).write,
+                write=_Out(sys.stdout.buffer).write,
                 progress=progress,
                 on_progress=on_progress,
                 notify=notice,
@@ -170,16 +171,21 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _input(file: str | None) -> tuple[str, int | None]:
-    """The input's name and file descriptor (None: a closed stdin, read as empty)."""
+def _input(file: str | None) -> tuple[str, "int | BinaryIO | None"]:
+    """The input's name and file descriptor -- or, for a standard input without one (an
+    in-process test's), its stream; None for a closed stdin, read as empty."""
     if file is None or file == "-":
+        stream = sys.stdin
+        if stream is None:
+            return "<stdin>", None
         try:
-            fd = sys.stdin.fileno() if sys.stdin is not None else None
-            if fd is not None:
-                os.fstat(fd)
+            fd = stream.fileno()
+            os.fstat(fd)
+        except io.UnsupportedOperation:
+            return "<stdin>", stream.buffer
         except (OSError, ValueError):
             return "<stdin>", None
-        if file is None and fd is not None and os.isatty(fd):
+        if file is None and os.isatty(fd):
             raise UsageError("no input: give a FILE, or jobs on standard input (see 'koala batch --help')")
         return "<stdin>", fd
     return file, _open(Path(file))
@@ -204,22 +210,25 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
-def _regular(fd: int | None) -> bool:
-    return fd is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+def _regular(source: "int | BinaryIO | None") -> bool:
+    return isinstance(source, int) and stat.S_ISREG(os.fstat(source).st_mode)
 
 
-def _reader(fd: int | None, name: str) -> "Read":
-    """Up to n bytes as they come from ``fd``, waiting in the event loop, never in a read."""
+def _reader(source: "int | BinaryIO | None", name: str) -> "Read":
+    """Up to n bytes as they come, waited for in the event loop, never in a blocking read."""
     import anyio
 
+    fd = source if isinstance(source, int) else None
     pollable = fd is not None and _pollable(fd)
 
     async def read(size: int) -> bytes:
-        if fd is None:
+        if source is None:
             return b""
-        if pollable:
-            await anyio.wait_readable(fd)
         try:
+            if fd is None:  # a stream in memory
+                return source.read(size)  # type: ignore[union-attr]
+            if pollable:
+                await anyio.wait_readable(fd)
             return os.read(fd, size)
         except OSError as exc:
             raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
@@ -231,9 +240,13 @@ class _Out:
     """NDJSON results to stdout, whole lines, as soon as they come; a pipe that is full is
     waited for in the event loop, so a stalled reader never keeps Ctrl-C from working."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.pollable = _pollable(fd)
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        try:
+            self.fd: int | None = stream.fileno()
+        except io.UnsupportedOperation:  # a stream in memory (an in-process test's)
+            self.fd = None
+        self.pollable = self.fd is not None and _pollable(self.fd)
 
     async def write(self, results: list[dict[str, Any]]) -> None:
         import json
@@ -247,6 +260,10 @@ class _Out:
         )
         view = memoryview(data)
         try:
+            if self.fd is None:
+                self.stream.write(data)
+                self.stream.flush()
+                return
             while view:
                 try:
                     if self.pollable:  # a pipe with room takes 4 KiB without blocking
