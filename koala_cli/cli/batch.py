@@ -227,9 +227,13 @@ def _reader(source: "int | BinaryIO | None", name: str) -> "Read":
         try:
             if fd is None:  # a stream in memory
                 return source.read(size)  # type: ignore[union-attr]
-            if pollable:
-                await anyio.wait_readable(fd)
-            return os.read(fd, size)
+            while True:
+                if pollable:
+                    await anyio.wait_readable(fd)
+                try:
+                    return os.read(fd, size)
+                except BlockingIOError:  # a stdin left non-blocking by whoever started koala
+                    await anyio.wait_readable(fd)
         except OSError as exc:
             raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
