@@ -17,7 +17,7 @@ from .exits import fail, finish
 from .options import ConnectionOptions, Debug, LogOptions, SamplingOptions, TurnOptions, expand_options
 from .runner import run_guarded
 from .settings import settings_of
-from .stdio import notice
+from .stdio import notice, on_terminal
 
 if TYPE_CHECKING:
     from ..jobs import Job, Progress, Read
@@ -149,7 +149,7 @@ def batch(
                 _reader(fd, name),
                 parser,
                 options,
-                write=_Out(sys.stdout.buffer).write,
+                write=_Out(sys.stdout.buffer, on_terminal()).write,
                 progress=progress,
                 on_progress=on_progress,
                 notify=notice,
@@ -244,8 +244,9 @@ class _Out:
     """NDJSON results to stdout, whole lines, as soon as they come; a pipe that is full is
     waited for in the event loop, so a stalled reader never keeps Ctrl-C from working."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, terminal: bool = False) -> None:
         self.stream = stream
+        self.terminal = terminal  # there DEL and C1 controls in results are escaped, as JSON allows
         try:
             self.fd: int | None = stream.fileno()
         except io.UnsupportedOperation:  # a stream in memory (an in-process test's)
@@ -258,9 +259,11 @@ class _Out:
 
         import anyio
 
+        from ..text import json_terminal_safe
+
+        lines = (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in results)
         data = b"".join(
-            json.dumps(r, ensure_ascii=False, allow_nan=False).encode("utf-8", "backslashreplace") + b"\n"
-            for r in results
+            (json_terminal_safe(line) if self.terminal else line).encode("utf-8", "backslashreplace") for line in lines
         )
         view = memoryview(data)
         try:
