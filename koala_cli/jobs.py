@@ -451,4 +451,5 @@ async def run_batch(
 
 def _url(link: Connection) -> str:
     """Where the requests go (a plain-HTTP server lets the client skip the CA bundle)."""
-    return link.provider.request_spec("", [{"role": "user", "content": "-"}], base_url=link.base_url).url
+    provider = link.provider
+    return provider.endpoint(link.base_url or provider.url)

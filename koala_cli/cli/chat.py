@@ -275,7 +275,7 @@ class _Session:
             from ..transport import make_client
 
             link = self.link
-            url = link.provider.request_spec("", [{"role": "user", "content": "-"}], base_url=link.base_url).url
+            url = link.provider.endpoint(link.base_url or link.provider.url)
             self.client = make_client(link.proxy, link.timeout, url, max_connections=1)
         return self.client
 
