@@ -17,6 +17,7 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -310,6 +311,8 @@ class BatchOptions:
 
 
 async def _run_one(job: Job, options: BatchOptions, client: Any, pacer: Pacer, notify: Callable[[str], None]) -> Result:
+    if isinstance(client, KoalaError):  # the run's client could not be made
+        return {**job.ident(), "ok": False, "error": {"message": str(client), "exit_status": client.exit_status}}
     system = job.system if job.system is not None else options.system
     messages = conversation(job.history, system, job.prompt)
     tag = json.dumps(job.id, ensure_ascii=False) if job.has_id else f"on line {job.line}"
@@ -438,10 +441,13 @@ async def run_batch(
     pipeline.on_progress = on_progress
     pipeline.on_result = on_result
     link = options.connection
-    async with (
-        make_client(link.proxy, link.timeout, _url(link), max_connections=options.concurrency) as client,
-        anyio.create_task_group() as group,
-    ):
+    async with AsyncExitStack() as stack:
+        try:
+            made = make_client(link.proxy, link.timeout, _url(link), max_connections=options.concurrency)
+            client: Any = await stack.enter_async_context(made)
+        except KoalaError as exc:  # no client (a bad SSL_CERT_FILE, no file descriptors): each job says so
+            client = exc
+        group = await stack.enter_async_context(anyio.create_task_group())
         group.start_soon(pipeline.writer)
         await pipeline.feed(read, parser, client)
     on_progress(progress)
