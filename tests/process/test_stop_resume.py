@@ -48,7 +48,11 @@ def launch(server: StandIn) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def start(server: StandIn, started: list[subprocess.Popen[bytes]], retries: str = "0") -> subprocess.Popen[bytes]:
     command = [*KOALA, "ask", "--base-url", server.base_url, "--timeout", TIMEOUT, "--retries", retries, "hi"]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Its own process group: one whose parent is in another group of the session is not orphaned,
+    # so the kernel delivers SIGTSTP (it discards it for an orphaned group, as under a CI runner).
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
+    )
     started.append(process)
     return process
 
