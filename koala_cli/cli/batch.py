@@ -20,7 +20,8 @@ from .settings import settings_of
 from .stdio import notice, on_terminal
 
 if TYPE_CHECKING:
-    from ..jobs import Job, Progress, Read
+    from ..jobs import Job, Read
+    from ..pipeline import Progress
 
 HELP = """Run many prompts concurrently; write one NDJSON result a line.
 
@@ -83,7 +84,8 @@ def batch(
     logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
-    from ..jobs import BatchOptions, JobParser, Progress, Shard
+    from ..jobs import JobParser, Shard
+    from ..pipeline import BatchOptions, Progress
 
     try:
         if concurrency < 1:
@@ -138,7 +140,8 @@ def batch(
     async def work() -> int:
         import anyio
 
-        from ..jobs import done_keys, run_batch
+        from ..jobs import done_keys
+        from ..pipeline import run_batch
 
         done = await done_keys(_reader(done_fd, str(resume))) if done_fd is not None else None
         parser = JobParser(name, lines=lines, shard=chosen, done=done)

@@ -14,13 +14,13 @@ from koala_cli.jobs import (
     BadJob,
     Job,
     JobParser,
-    Progress,
     Read,
     Shard,
     done_keys,
     input_lines,
     job_key,
 )
+from koala_cli.pipeline import Progress
 
 
 def reader(data: bytes, size: int = 7) -> Read:
