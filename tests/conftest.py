@@ -55,6 +55,16 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_koala_state() -> Iterator[None]:
+    """Every test starts as a new `koala` process would, and leaves pytest's hooks as they
+    were (an in-process run of koala's main() sets the excepthook and unraisablehook)."""
+    _fresh_process_state()
+    hooks = sys.excepthook, sys.unraisablehook
+    yield
+    sys.excepthook, sys.unraisablehook = hooks
+
+
 @pytest.fixture
 def server() -> Iterator[StandIn]:
     """The loopback stand-in for koala.sh (tests/standin.py), stopped after the test."""
@@ -101,6 +111,8 @@ def invoke(
 
     from koala_cli.cli import main
 
+    _fresh_process_state()
+    hooks = sys.excepthook, sys.unraisablehook
     with CliRunner().isolation(input=stdin, env=env) as (out, err, _):
         try:
             main(list(args))
@@ -111,11 +123,26 @@ def invoke(
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            # main() sets the process's hooks for its own exit (a scrubbed traceback, quiet
+            # unraisables); pytest's own must be back, or it would stop seeing unraisables
+            sys.excepthook, sys.unraisablehook = hooks
         if code is not None and not isinstance(code, int):
             sys.stderr.write(f"{code}\n")  # as the interpreter reports a SystemExit("message")
             sys.stderr.flush()
             code = 1
         return subprocess.CompletedProcess(["koala", *args], code or 0, out.getvalue(), err.getvalue())
+
+
+def _fresh_process_state() -> None:
+    """What a new `koala` process starts without, so one in-process run cannot help the next:
+    no secret known to mask (a run that failed to register its key must show it, as a process
+    would) and no TLS context made from an earlier run's SSL_CERT_FILE."""
+    exits = sys.modules.get("koala_cli.cli.exits")
+    if exits is not None:
+        exits._SECRETS.clear()
+    transport = sys.modules.get("koala_cli.transport")
+    if transport is not None:
+        transport._CONTEXTS.clear()
 
 
 # --- the real command as a process ----------------------------------------------------------

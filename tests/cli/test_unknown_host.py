@@ -10,9 +10,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import run_koala
-
-pytestmark = pytest.mark.subprocess
+from conftest import invoke
 
 NAME = "koala-test.invalid"
 
@@ -25,7 +23,7 @@ def test_a_host_that_does_not_exist_is_not_retried() -> None:
             pytest.skip(f"this resolver answers {exc.strerror!r} for {NAME}")
     else:
         pytest.skip(f"this resolver finds {NAME}")
-    result = run_koala("ask", "--base-url", f"http://{NAME}", "--retries", "3", "hi")
+    result = invoke("ask", "--base-url", f"http://{NAME}", "--retries", "3", "hi")
     assert result.returncode == 3, result.stderr
     err = result.stderr.decode()
     assert "Traceback" not in err and "retrying" not in err, err

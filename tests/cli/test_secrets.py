@@ -1,4 +1,5 @@
-"""Issue 8, "Secrets never printed", through the real `koala` command.
+"""Issue 8, "Secrets never printed", through `koala` in process (what is printed or masked
+needs no real process; the terminal cases are in tests/process/test_secrets.py).
 
 Keys from the environment are checked like --api-key; credentials in URLs are masked the way
 httpx parses them (the user-info is everything before the LAST `@` of the authority), and a
@@ -8,34 +9,21 @@ phrase, content type, header values, body excerpts, JSON messages) is made inert
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KOALA
-from standin import Script, StandIn, sse
+from conftest import closed_port, invoke
+from standin import Script, StandIn
 
-pytestmark = pytest.mark.subprocess
-
-WAIT = 30.0
 KEY = "sk-test-0123456789abcdef"
 OSC = "\x1b]0;pwned\x07"  # retitles a terminal
 
 
-def koala(*args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*KOALA, *args], input=stdin, capture_output=True, timeout=WAIT, check=False, env=env)
-
-
-def environ(**extra: str) -> dict[str, str]:
-    return {**os.environ, **extra}
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def koala(
+    *args: str, env: dict[str, str | None] | None = None, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    return invoke(*args, stdin=stdin, env=env)
 
 
 def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -46,7 +34,7 @@ def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def assert_inert(data: bytes) -> None:
-    """No control character but the line ends; no DEL, no C1 control."""
+    """No control character but the line ends (not even a tab); no DEL, no C1 control."""
     text = data.decode("utf-8", "replace")
     for line in text.split("\n"):
         bad = [c for c in line if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0]
@@ -74,7 +62,7 @@ def test_env_key_surrounding_whitespace_is_stripped(server: StandIn, variable: s
         "--retries",
         "0",
         "hi",
-        env=environ(**{variable: raw}),
+        env={variable: raw},
     )
     assert result.returncode == 0, result.stderr
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
@@ -89,7 +77,7 @@ def test_env_key_not_printable_is_a_usage_error(
     server: StandIn, variable: str, provider: str, raw: str, json_flag: list[str]
 ) -> None:
     args = ["ask", "--provider", provider, "--base-url", server.base_url, *json_flag, "hi"]
-    result = koala(*args, env=environ(**{variable: raw}))
+    result = koala(*args, env={variable: raw})
     assert result.returncode == 2
     line = one_error_line(result)
     assert variable in line  # says where the bad key came from
@@ -100,9 +88,7 @@ def test_env_key_not_printable_is_a_usage_error(
 @pytest.mark.parametrize("raw", [KEY + "\r", KEY + "\x1b"], ids=["cr", "esc"])
 def test_env_key_never_in_debug_or_dry_run(server: StandIn, raw: str) -> None:
     for extra in (["--dry-run"], ["--dry-run", "--json"], ["--debug"], ["--debug", "--json"]):
-        result = koala(
-            "ask", "--base-url", server.base_url, "--retries", "0", *extra, "hi", env=environ(KOALA_API_KEY=raw)
-        )
+        result = koala("ask", "--base-url", server.base_url, "--retries", "0", *extra, "hi", env={"KOALA_API_KEY": raw})
         assert result.returncode in (0, 2), (extra, result.stderr)
         assert b"Traceback" not in result.stderr or "--debug" in extra
         assert KEY.encode() not in result.stdout + result.stderr, extra
@@ -119,7 +105,7 @@ def test_bad_key_in_a_wrapped_h11_error_is_never_shown(server: StandIn) -> None:
             "0",
             *extra,
             "hi",
-            env=environ(KOALA_API_KEY=KEY + "\n\x0b"),
+            env={"KOALA_API_KEY": KEY + "\n\x0b"},
         )
         assert KEY.encode() not in result.stdout + result.stderr, (extra, result.stderr)
         assert b"sk-test" not in result.stdout + result.stderr
@@ -147,7 +133,7 @@ def test_proxy_password_is_masked_whole(server: StandIn, password: str) -> None:
 
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_env_proxy_password_is_masked_whole(server: StandIn, password: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k.upper() != "NO_PROXY"}
+    env: dict[str, str | None] = {"NO_PROXY": None, "no_proxy": None}
     env["HTTP_PROXY"] = f"http://bob:{password}@127.0.0.1:{closed_port()}"
     result = koala("ask", "--base-url", "http://koala.invalid", "--retries", "0", "hi", env=env)
     assert result.returncode in (2, 3), result.stderr
@@ -243,75 +229,12 @@ def test_config_show_masks_url_credentials(tmp_path: Path, password: str) -> Non
     config = tmp_path / ".config" / "koala"
     config.mkdir(parents=True)
     (config / "config.toml").write_text(f'[default]\nproxy = "http://bob:{password}@127.0.0.1:1"\n')
-    env = environ(KOALA_BASE_URL=f"http://bob:{password}@127.0.0.1:2", HOME=str(tmp_path))
-    env.pop("XDG_CONFIG_HOME", None)
+    env = {"KOALA_BASE_URL": f"http://bob:{password}@127.0.0.1:2", "HOME": str(tmp_path), "XDG_CONFIG_HOME": None}
     for json_flag in ([], ["--json"]):
         result = koala("config", "show", *json_flag, env=env)
         assert result.returncode == 0, result.stderr
         assert b"127.0.0.1:1" in result.stdout and b"127.0.0.1:2" in result.stdout
         assert not leaked(result), result.stdout
-
-
-# --- data on a terminal: JSON is inert there too -------------------------------------------
-
-
-def run_on_a_terminal(args: list[str], stdin: bytes = b"") -> tuple[int, bytes]:
-    """koala with stdout a pseudo-terminal (stdin and stderr pipes); what the terminal got."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([*KOALA, *args], stdin=subprocess.PIPE, stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
-        slave = -1
-        proc.stdin.write(stdin)  # type: ignore[union-attr]
-        proc.stdin.close()  # type: ignore[union-attr]
-        seen = b""
-        while select.select([master], [], [], WAIT)[0]:
-            try:
-                piece = os.read(master, 65536)
-            except OSError:  # EIO: koala closed the terminal
-                break
-            if not piece:
-                break
-            seen += piece
-        proc.stderr.read()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-        return proc.wait(timeout=WAIT), seen
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-
-
-C1 = "\u009b2J"  # CSI as one C1 character: erases the screen on terminals that take 8-bit controls
-
-
-def test_dry_run_of_a_hostile_history_is_inert_on_a_terminal(tmp_path: Path) -> None:
-    history = tmp_path / "chat.jsonl"
-    history.write_text(f'{{"role":"user","content":"a{C1}"}}\n{{"role":"assistant","content":"b\\u007f"}}\n')
-    for json_flag in ([], ["--json"]):
-        status, seen = run_on_a_terminal(["ask", "--dry-run", *json_flag, "-H", str(history), "hi"])
-        assert status == 0, seen
-        assert C1.encode() not in seen and b"\x7f" not in seen, seen
-        assert b"2J" in seen
-
-
-def test_batch_results_are_inert_on_a_terminal(server: StandIn) -> None:
-    server.default = Script([sse(f"x{C1}y\x7f", done=True)])
-    status, seen = run_on_a_terminal(["batch", "--lines", "--base-url", server.base_url], stdin=b"hi\n")
-    assert status == 0, seen
-    assert C1.encode() not in seen and b"\x7f" not in seen, seen
-    assert b"2J" in seen
-
-
-def test_dry_run_of_a_hostile_base_url_is_inert_on_a_terminal() -> None:
-    for json_flag in ([], ["--json"]):
-        status, seen = run_on_a_terminal(["ask", "--dry-run", *json_flag, "--base-url", f"http://h/{OSC}", "hi"])
-        assert status == 0, seen
-        assert b"\x1b" not in seen and b"\x07" not in seen, seen
-        assert b"pwned" in seen
 
 
 def test_credential_query_parameters_are_masked(server: StandIn) -> None:

@@ -1,19 +1,17 @@
-"""TLS against a private CA made at test time: the trusted-certificate settings are checked
-before anything is sent, and a certificate koala cannot trust is one line, at once, exit 3."""
+"""TLS against a private CA made at test time (`koala` in process): the trusted-certificate
+settings are checked before anything is sent, and a certificate koala cannot trust is one line,
+at once, exit 3."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA
+from conftest import invoke
 from tlsstandin import Pki, TLSStandIn, make_pki
-
-pytestmark = pytest.mark.subprocess
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +39,12 @@ def serve() -> Iterator[type[TLSStandIn]]:
 def koala(
     *args: str, cafile: str | Path | None, cadir: str | Path | None = None, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    if cafile is not None:
-        env["SSL_CERT_FILE"] = str(cafile)
-    if cadir is not None:
-        env["SSL_CERT_DIR"] = str(cadir)
-    return subprocess.run(
-        [*KOALA, *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    """`koala ARGS` in process with SSL_CERT_FILE and SSL_CERT_DIR set as given, else unset."""
+    env = {
+        "SSL_CERT_FILE": None if cafile is None else str(cafile),
+        "SSL_CERT_DIR": None if cadir is None else str(cadir),
+    }
+    return invoke(*args, stdin=stdin, env=env)
 
 
 def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
@@ -142,13 +132,15 @@ def test_a_certificate_failure_is_one_line_and_not_retried(
 
 def test_a_certificate_failure_in_batch_is_each_jobs_result(pki: Pki, serve: type[TLSStandIn]) -> None:
     server = serve(pki.wrong_host)
-    result = subprocess.run(
-        [*KOALA, "batch", "--lines", "--base-url", server.base_url, "--retries", "2"],
-        input=b"one\ntwo\n",
-        capture_output=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "SSL_CERT_FILE": str(pki.ca)},
+    result = invoke(
+        "batch",
+        "--lines",
+        "--base-url",
+        server.base_url,
+        "--retries",
+        "2",
+        stdin=b"one\ntwo\n",
+        env={"SSL_CERT_FILE": str(pki.ca)},
     )
     assert result.returncode == 3, result.stderr
     assert b"retrying" not in result.stderr

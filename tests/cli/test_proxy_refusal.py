@@ -1,20 +1,17 @@
-"""A proxy that refuses (407, or squid's 403 deny) is named as the one that refused, exit 3,
+"""In process: a proxy that refuses (407, or squid's 403 deny) is named as the one that refused, exit 3,
 whatever the target's scheme; an explicit --proxy is skipped for hosts in NO_PROXY, as curl
 does.  The stand-in plays the proxy: a forward proxy sees the absolute URL, a tunnel CONNECT."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import KOALA
+from conftest import invoke
 from standin import Script, StandIn
-
-pytestmark = pytest.mark.subprocess
 
 PROXY_AUTH = Script(
     [b"<html><title>auth</title></html>"],
@@ -47,18 +44,8 @@ def proxy() -> Iterator[StandIn]:
 
 
 def koala(*args: str, no_proxy: str | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if k.upper() != "NO_PROXY"}
-    if no_proxy is not None:
-        env["NO_PROXY"] = no_proxy
-    return subprocess.run(
-        [*KOALA, *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
+    """`koala ARGS` in process; NO_PROXY only as given (the autouse fixture clears it)."""
+    return invoke(*args, stdin=stdin, env={"NO_PROXY": no_proxy} if no_proxy is not None else None)
 
 
 def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
