@@ -208,7 +208,7 @@ def bench_stream(suite: Suite) -> None:
     minimal = [python, str(BENCH / "minimal.py")]
     openai_config = dataclasses.replace(config, openai=True)
     with server_process(config, lifetime=1800) as url, server_process(openai_config, lifetime=1800) as openai_url:
-        openai = ["--provider", "openai", "--base-url", openai_url]
+        openai = ["--provider", "openai", "--model", "gpt-4o-mini", "--base-url", openai_url]  # as minimal.py
         runs = alternate(
             {
                 "raw": lambda: suite.run([koala, "ask", "--base-url", url, "hi"]),

@@ -2,8 +2,8 @@
 
 It answers ``POST .../api/gpt/`` with ``text/event-stream`` events ``data: "<json string>"\\n\\n``
 (``--openai``: ``POST .../v1/chat/completions`` with ``data: {"choices":[{"delta":{"content":…}}]}``
-events), optionally ending with ``data: [DONE]``, built once before the first request, in one of
-three modes:
+events and a last one with ``"finish_reason":"stop"``), optionally ending with ``data: [DONE]``,
+built once before the first request, in one of three modes:
 
 ``bulk``
     the whole body handed to the kernel in writes of ``write_size`` bytes (event boundaries
@@ -132,6 +132,8 @@ class _Body:
     def __init__(self, config: StreamConfig) -> None:
         self.chunks = make_chunks(config.chunks, config.size)
         events = [_event(text, config.openai) for text in self.chunks]
+        if config.openai:  # the reply says why it ended, or a client rightly calls it cut off
+            events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
         if config.done:
             events.append(b"data: [DONE]\n\n")
         raw = b"".join(events)
