@@ -14,6 +14,7 @@ and both read alike (tests/unit/test_events_fast.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from json.decoder import scanstring  # type: ignore[attr-defined]
@@ -26,6 +27,10 @@ __all__ = ["JSON", "EventReader", "chunk_from_event", "error_message", "text_of"
 
 #: A lenient decoder: control characters inside strings are accepted, as servers send them.
 JSON = json.JSONDecoder(strict=False)
+
+
+_TEXT = r'([^"\\\n]*(?:\\.[^"\\\n]*)*)'  # a JSON string's escaped characters (escapes checked later)
+_FAST_RUN = 16  # fewer events than this (a short reply) are read one by one: no regex to compile
 
 
 def _plain_delta() -> str:
@@ -44,7 +49,7 @@ def _plain_delta() -> str:
         other = "|".join([rf'"(?!(?:{used})")[^"\\\n]*"{w}:{w}{scalar}', *also])
         return rf"\{{{w}(?:(?:{other}){w},{w})*{core}(?:{w},{w}(?:{other}))*{w}\}}"
 
-    delta = members("content", rf'"content"{w}:{w}"([^"\\\n]*(?:\\.[^"\\\n]*)*)"')
+    delta = members("content", rf'"content"{w}:{w}"{_TEXT}"')
     choice = members("delta|message|finish_reason", rf'"delta"{w}:{w}{delta}', rf'"finish_reason"{w}:{w}null')
     top = members(
         "choices|text|content|output|error|usage", rf'"choices"{w}:{w}\[{w}{choice}{w}\]', rf'"usage"{w}:{w}null'
@@ -52,8 +57,19 @@ def _plain_delta() -> str:
     return rf"{w}{top}{w}\n"
 
 
-_PLAIN_DELTAS = re.compile(f"(?:{_plain_delta()})+")  # a run of them, each ended by a "\n"
-_PLAIN_DELTA = re.compile(f"^{_plain_delta()}", re.MULTILINE)  # one, from a line's start
+@functools.cache
+def _plain() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """One plain delta from a line's start, and a run of them from the start: each ends in the
+    ``\n`` that ``_plain_deltas`` joins events with.  Compiled when a long reply first needs them."""
+    event = _plain_delta()
+    return re.compile(f"^{event}", re.MULTILINE), re.compile(f"(?:{event})+")
+
+
+@functools.lru_cache(maxsize=8)
+def _shaped(head: str, tail: str) -> re.Pattern[str]:
+    """Plain deltas written exactly like one already matched but for their text (a server
+    writes every delta of a reply alike): a literal head and tail, matched ~5x faster."""
+    return re.compile(f"^{re.escape(head)}{_TEXT}{re.escape(tail)}\n", re.MULTILINE)
 
 
 def chunk_from_event(data: str) -> str | None:
@@ -162,22 +178,31 @@ class EventReader:
 
     def _plain_deltas(self, events: list[str], chunks: list[str]) -> int:
         """The fast path: the texts of the leading run of events that are plain OpenAI deltas
-        (``_PLAIN_DELTA``), found and decoded in C a run at a time; how many events that was.
+        (``_plain_delta``), matched and decoded in C a run at a time; how many events that was.
         Each such event reads as it would one by one: its text, and an OpenAI-style stream."""
-        if {*map(type, events)} != {str}:  # a named event (event: error) is read one by one
+        if len(events) < _FAST_RUN or {*map(type, events)} != {str}:  # named events: one by one
             return 0
+        one, run = _plain()
         text = "\n".join(events) + "\n"
-        if _PLAIN_DELTA.match(text) is None:
+        first = one.match(text)
+        if first is None:
             return 0
-        raws: list[str] = _PLAIN_DELTA.findall(text)
-        if not len(raws) == len(events) == text.count("\n"):  # not all of them (or one held a "\n")
-            end = _PLAIN_DELTAS.match(text).end()  # type: ignore[union-attr]  # the first one matched
-            raws = _PLAIN_DELTA.findall(text, 0, end)
-            if sum(map(len, events[: len(raws)])) + len(raws) != end:  # a "\n" inside one: one by one
+        whole = text.count("\n") == len(events)  # else a "\n" inside an event: lines are not events
+        raws: list[str] = _shaped(text[: first.start(1)], text[first.end(1) : first.end() - 1]).findall(text)
+        if whole and len(raws) != len(events):  # not all written alike
+            raws = one.findall(text)
+        if not whole or len(raws) != len(events):  # not all plain: the leading run of them
+            end = run.match(text).end()  # type: ignore[union-attr]  # the first one matched
+            raws = one.findall(text, 0, end)
+            if sum(map(len, events[: len(raws)])) + len(raws) != end:
                 return 0
+        return self._texts(raws, chunks)
+
+    def _texts(self, raws: list[str], chunks: list[str]) -> int:
+        """Decode plain deltas' texts, all in one call; up to a bad escape if there is one."""
         try:
             texts: list[str] = JSON.decode('["' + '","'.join(raws) + '"]')
-        except ValueError:  # a bad escape: the events before it only; it is read on its own
+        except ValueError:  # the events before it only; it is read on its own
             texts = []
             for raw in raws:
                 try:

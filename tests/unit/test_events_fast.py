@@ -5,13 +5,23 @@ the error and its message, the finish reason and usage the reader is left with."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from koala_cli import events as events_module
 from koala_cli.events import EventReader
 from koala_cli.sse import NamedEvent, SSEDecoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_from_one_event() -> Iterator[None]:
+    """Runs of any length take the fast path here (a short reply normally reads one by one)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(events_module, "_FAST_RUN", 1)
+        yield
 
 
 class OneByOne(EventReader):
@@ -68,6 +78,21 @@ def test_plain_deltas_take_the_fast_path(shape: str) -> None:
     assert reader._plain_deltas([shape] * 3, chunks) == 3
     assert chunks == [json.loads(shape)["choices"][0]["delta"]["content"]] * 3 and reader.choices
     same([[shape] * 3 + ["[DONE]"]])
+
+
+def test_a_short_run_reads_one_by_one_and_a_long_one_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events_module, "_FAST_RUN", 16)
+    assert EventReader()._plain_deltas([SHAPES[1]] * 15, []) == 0
+    assert EventReader()._plain_deltas([SHAPES[1]] * 16, []) == 16
+
+
+def test_deltas_written_differently_in_one_run() -> None:
+    """Shaped alike (one literal head and tail) or not: OpenAI's varying "obfuscation" field."""
+    varying = [SHAPES[4].replace('"abc"', f'"{n}x"') for n in range(20)]
+    chunks: list[str] = []
+    assert EventReader()._plain_deltas([*varying, SHAPES[0], SHAPES[2], "[DONE]"], chunks) == 22
+    assert len(chunks) == 22
+    same([[*varying, SHAPES[0], "[DONE]"]])
 
 
 @pytest.mark.parametrize(
