@@ -18,6 +18,7 @@ the file that ``-c`` then extends; the plain ask wins.)
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,12 +54,18 @@ def state_dir(env: Mapping[str, str]) -> Path:
 
 def last_conversation(state: Path) -> Path | None:
     """The path ``last`` names, or None when there is none yet."""
-    try:
-        data = (state / POINTER).read_bytes()
+    pointer = state / POINTER
+    try:  # non-blocking: a FIFO put in its place must not hang every `-c`
+        descriptor = os.open(pointer, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise UsageError(f"{state / POINTER}: {exc.strerror or exc}") from None
+        raise UsageError(f"{pointer}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UsageError(f"{pointer}: not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        data = file.read()
     name = data.removesuffix(b"\n")
     return Path(os.fsdecode(name)) if name else None
 

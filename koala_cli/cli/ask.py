@@ -177,17 +177,17 @@ def _keep_last(recording: "Recording | None", history: Path | None) -> None:
         notice(str(exc))
 
 
-def _prompt(words: list[str], files: list[str], edit: bool) -> str:
+def _prompt(arguments: list[str], files: list[str], edit: bool) -> str:
     """stdin (when it is not a terminal), each -f file fenced, then the words, a blank line
     apart; then, with -e, whatever the editor leaves of that."""
     from ..prompt import compose
 
-    check_text("the prompt", " ".join(words))
+    words = check_text("the prompt", " ".join(arguments))
     texts = [_file(name) for name in files]
     stdin_text = None if "-" in files else read_stdin()
-    if stdin_text is None and not words and not files and not edit:
+    if stdin_text is None and not arguments and not files and not edit:
         raise UsageError("no prompt: give it as arguments or on standard input (see 'koala ask --help')")
-    prompt = compose(stdin_text, texts, " ".join(words))
+    prompt = compose(stdin_text, texts, words)
     if edit:
         from .editor import edit as run_editor
 
@@ -202,9 +202,9 @@ def _file(name: str) -> tuple[str, str]:
     from ..prompt import read_text_file
     from .options import read_file
 
-    check_text("-f", name)
+    heading = check_text("-f", name)  # the file is opened by the bytes given
     if name != "-":
-        return name, read_file(Path(name), "-f")
+        return heading, read_file(Path(name), "-f")
     stream = sys.stdin
     if stream is None or stream.isatty():
         raise UsageError("-f -: standard input is a terminal (koala never waits for typing)")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, overload
 
 import typer
 
@@ -258,9 +258,9 @@ class TurnOptions:
     role: Role = None
 
     def __post_init__(self) -> None:
-        check_text("--model", self.model)
-        check_text("--system", self.system)
-        check_text("--role", self.role)
+        self.model = check_text("--model", self.model)
+        self.system = check_text("--system", self.system)
+        check_text("--role", self.role)  # a file name: kept as the bytes given
 
     def system_text(self) -> str | None:
         """The system text: the role's, then each --system-file's, then -s (or the profile's
@@ -387,7 +387,7 @@ def check_url(option: str, url: str) -> str:
     from .exits import hide
 
     hide(*url_secrets(url))
-    check_text(option, url)
+    url = check_text(option, url)
     shown = mask_url(url)
     if option == "--base-url" and not url.lower().startswith(("http://", "https://")):
         raise UsageError(f"--base-url must start with http:// or https://, not {shown!r}")
@@ -460,14 +460,25 @@ def expand_options(command: Command) -> Command:
     return expanded  # type: ignore[return-value]
 
 
+@overload
+def check_text(what: str, value: str) -> str: ...
+@overload
+def check_text(what: str, value: None) -> None: ...
 def check_text(what: str, value: str | None) -> str | None:
-    """Arguments are decoded with surrogate escapes: bytes that are not UTF-8 stop here."""
-    if value is not None:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"{what} is not valid UTF-8") from None
-    return value
+    """An argument as UTF-8 text.  Python decodes arguments with the locale's encoding and
+    surrogate escapes: under a C locale UTF-8 bytes arrive escaped and are decoded here, as
+    stdin is; bytes that are not UTF-8 stop here."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise UsageError(f"{what} is not valid UTF-8") from None
 
 
 def positive(option: str, value: float) -> float:

@@ -77,3 +77,30 @@ def test_concurrent_saves_never_mix(tmp_path: Path) -> None:
     assert not errors
     messages = load_history(state / "last.jsonl")
     assert len(messages) == 2 and messages[0]["content"][1:] == messages[1]["content"][1:]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_pointer_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path, kind: str) -> None:
+    state = tmp_path / "koala"
+    state.mkdir()
+    if kind == "fifo":
+        os.mkfifo(state / "last")  # opened for reading with no writer, it would block for ever
+    else:
+        (state / "last").mkdir()
+    done: list[BaseException | Path | None] = []
+    reader = threading.Thread(target=lambda: done.append(_catch(lambda: last_conversation(state))), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # unblock the thread so that the test run can end
+        os.close(os.open(state / "last", os.O_WRONLY | os.O_NONBLOCK)) if kind == "fifo" else None
+        reader.join(10)
+        pytest.fail("reading the pointer blocked")
+    assert isinstance(done[0], UsageError)
+    assert str(done[0]) == f"{state / 'last'}: not a regular file"
+
+
+def _catch(read: object) -> BaseException | Path | None:
+    try:
+        return read()  # type: ignore[operator, no-any-return]
+    except BaseException as exc:
+        return exc
