@@ -9,19 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import KoalaError, UsageError
+from .connection import ConnectionOptions
 from .exits import fail, finish
-from .options import (
-    ConnectionOptions,
-    Continue,
-    Debug,
-    LogOptions,
-    SamplingOptions,
-    TurnOptions,
-    check_text,
-    expand_options,
-    outcome_status,
-)
+from .options import Continue, Debug, TurnOptions, check_text, expand_options
+from .requestlog import LogOptions, outcome_status
 from .runner import run_guarded
+from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
 

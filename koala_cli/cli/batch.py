@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 import typer
 
 from ..errors import KoalaError, OutputError, UsageError, exit_status_help
+from .connection import ConnectionOptions
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, LogOptions, SamplingOptions, TurnOptions, expand_options
+from .options import Debug, TurnOptions, expand_options
+from .requestlog import LogOptions
 from .runner import run_guarded
+from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, on_terminal
 

@@ -10,19 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
+from .connection import ConnectionOptions
 from .exits import fail, finish, tell_writer
-from .options import (
-    ConnectionOptions,
-    Continue,
-    Debug,
-    LogOptions,
-    SamplingOptions,
-    TurnOptions,
-    check_text,
-    expand_options,
-    outcome_status,
-)
+from .options import Continue, Debug, TurnOptions, check_text, expand_options
+from .requestlog import LogOptions, outcome_status
 from .runner import restore_signals, run_guarded
+from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, write_out
 

@@ -5,8 +5,9 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import KoalaError
+from .connection import ConnectionOptions
 from .exits import fail, finish
-from .options import ConnectionOptions, Debug, JsonFlag, expand_options
+from .options import Debug, JsonFlag, expand_options
 from .runner import run_guarded
 from .settings import settings_of
 from .stdio import notice, write_out
