@@ -22,7 +22,8 @@ import anyio
 
 from .errors import KoalaError
 from .jobs import BadJob, Job, JobParser, Read, Result, input_lines
-from .transport import Pacer, make_client
+from .backoff import Pacer
+from .transport import make_client
 from .turn import Connection, Reply, conversation, stream_reply
 
 __all__ = ["BatchOptions", "Progress", "run_batch"]

@@ -23,9 +23,9 @@ from .messages import Message
 if TYPE_CHECKING:
     import httpx
 
+    from .backoff import Pacer
     from .output import Writer
     from .providers.http import HTTPStreamProvider
-    from .transport import Pacer
 
 __all__ = [
     "AskOptions",

@@ -15,11 +15,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..answers import answer_batches, event_batches
+from ..backoff import Pacer, RetryHook
 from ..errors import UsageError
 from ..events import EventReader
+from ..httperrors import translate_error
 from ..messages import Message
 from ..text import ascii_host_url, url_secrets
-from ..transport import Pacer, RetryHook, exchange, finish_body, translate_error
+from ..transport import exchange, finish_body
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RequestSpec, check_request
 
 __all__ = ["HTTPStreamProvider", "url_under"]
@@ -99,7 +101,7 @@ class HTTPStreamProvider(AsyncGeneratorProvider, ProviderModelMixin):
         ``base_url``, ``timeout`` (seconds to connect or between bytes), ``web_search``,
         ``api_key``, ``retries``, ``on_retry`` (called with a one-line notice) and ``events``
         (an ``EventReader`` that is left knowing the reply's ``finish_reason`` and ``usage``) and
-        ``pacer`` (a ``transport.Pacer`` shared by many requests: ``--rate`` and a common
+        ``pacer`` (a ``backoff.Pacer`` shared by many requests: ``--rate`` and a common
         Retry-After pause).
         """
         async with aclosing(cls.stream_batches(model, messages, proxy, **kwargs)) as batches:

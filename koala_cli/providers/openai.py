@@ -12,11 +12,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from ..backoff import RetryHook
 from ..errors import ProtocolError, ServiceError, UsageError
 from ..events import JSON
+from ..httperrors import translate_error
 from ..messages import Message
 from ..text import excerpt
-from ..transport import RetryHook, exchange, translate_error
+from ..transport import exchange
 from .http import HTTPStreamProvider, url_under
 
 __all__ = ["OpenAI", "api_root", "chat_completions_url", "models_url"]

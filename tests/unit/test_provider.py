@@ -23,10 +23,10 @@ from koala_cli import (
     TimeoutError,
     UsageError,
 )
+from koala_cli.backoff import parse_retry_after
 from koala_cli.events import chunk_from_event
 from koala_cli.messages import Message
 from koala_cli.providers.koala import build_payload
-from koala_cli.transport import parse_retry_after
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import pytest
 from standin import StandIn
 
 from koala_cli import Koala, NetworkError, UsageError
-from koala_cli.transport import MAX_RETRY_AFTER, backoff_delay
+from koala_cli.backoff import MAX_RETRY_AFTER, backoff_delay
 
 # httpx's own inner generator, left to the GC once a reply ends at [DONE] (as pyproject notes).
 pytestmark = pytest.mark.filterwarnings(
