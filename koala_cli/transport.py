@@ -211,10 +211,11 @@ class _Reusable(httpx.AsyncByteStream):
         self._stream = stream
         self._pieces: AsyncIterator[bytes] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # the stream's own iterator, not a generator of ours around it: left suspended, not
+        # closed, when our reader stops, and no second generator for the GC to finalise
         self._pieces = self._stream.__aiter__()
-        async for piece in self._pieces:  # left suspended, not closed, when our reader stops
-            yield piece
+        return self._pieces
 
     async def drain(self, limit: int = 64 * 1024, seconds: float = 0.25) -> None:
         if self._pieces is None:
