@@ -21,12 +21,12 @@ environment in, so nothing here reads ``os.environ``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .tomlwhere import Where, decode, locator, toml_reason
 
 __all__ = [
     "BUILTIN",
@@ -139,100 +139,20 @@ def load_config(path: Path | None) -> Config:
         return Config()
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    text = _decode(data, path)
+    text = decode(data, path)
     import tomllib
 
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(_toml_reason(str(exc), text, path)) from None
-    where = _locator(text, path)
+        raise UsageError(toml_reason(str(exc), text, path)) from None
+    where = locator(text, path)
     default, profiles = _check(document, where)
     private = (info.st_mode & 0o077) == 0 and (not hasattr(os, "getuid") or info.st_uid == os.getuid())
     return Config(path=path, default=default, profiles=profiles, private=private)
 
 
-def _decode(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{path}:{line}: not valid UTF-8") from None
-
-
-def _toml_reason(message: str, text: str, path: Path) -> str:
-    """tomllib's ``why (at line L, column C)`` as ``FILE:L: why (column C)``."""
-    found = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", message, re.DOTALL)
-    if found:
-        return f"{path}:{found[2]}: {found[1]} (column {found[3]})"
-    found = re.fullmatch(r"(.*) \(at end of document\)", message, re.DOTALL)
-    if found:
-        return f"{path}:{text.count(chr(10)) + 1}: {found[1]} (at the end of the file)"
-    return f"{path}: {message}"
-
-
-class _Where:
-    """``FILE:LINE:`` prefixes for a key of a table, found in the text (tomllib gives none)."""
-
-    def __init__(self, path: Path, lines: dict[tuple[str, ...], int]) -> None:
-        self.path = path
-        self.lines = lines
-
-    def __call__(self, *key: str) -> str:
-        for length in range(len(key), 0, -1):  # the key's own line, else its (inline) table's
-            line = self.lines.get(key[:length])
-            if line is not None:
-                return f"{self.path}:{line}"
-        return str(self.path)
-
-
-_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
-_KEY = re.compile(rf"\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=")
-_HEADER = re.compile(rf"\s*\[\[?\s*({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*\]")
-_PART = re.compile(_BARE_OR_QUOTED)
-
-
-def _parts(dotted: str) -> tuple[str, ...]:
-    import json
-
-    parts = []
-    for part in _PART.findall(dotted):
-        if part.startswith('"'):
-            part = json.loads(part)
-        elif part.startswith("'"):
-            part = part[1:-1]
-        parts.append(part)
-    return tuple(parts)
-
-
-def _locator(text: str, path: Path) -> _Where:
-    """The first line of every table header and key (a heuristic: multi-line strings are
-    skipped, inline tables are found by the line that opens them)."""
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    closing: str | None = None  # inside a multi-line string that ends with this
-    for number, line in enumerate(text.split("\n"), 1):
-        if closing is not None:
-            if line.count(closing) % 2:
-                closing = None
-            continue
-        header = _HEADER.match(line)
-        if header:
-            table = _parts(header[1])
-            lines.setdefault(table, number)
-            continue
-        key = _KEY.match(line)
-        if key:
-            full = table + _parts(key[1])
-            lines.setdefault(full, number)
-            rest = line[key.end() :]
-            for delimiter in ('"""', "'''"):
-                if rest.count(delimiter) % 2:
-                    closing = delimiter
-    return _Where(path, lines)
-
-
-def _check(document: dict[str, object], where: _Where) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
+def _check(document: dict[str, object], where: Where) -> tuple[dict[str, object], dict[str, dict[str, object]]]:
     for key in document:
         if key not in ("default", "profiles"):
             raise UsageError(f"{where(key)}: unknown key {key!r} (settings go in [default] or [profiles.NAME])")
@@ -250,13 +170,13 @@ def _check(document: dict[str, object], where: _Where) -> tuple[dict[str, object
     return default, profiles
 
 
-def _table(value: object, key: tuple[str, ...], where: _Where) -> dict[str, object]:
+def _table(value: object, key: tuple[str, ...], where: Where) -> dict[str, object]:
     if not isinstance(value, dict):
         raise UsageError(f"{where(*key)}: [{'.'.join(key)}] must be a table, not {_kind(value)}")
     return value
 
 
-def _check_settings(table: dict[str, object], name: tuple[str, ...], allowed: dict[str, str], where: _Where) -> None:
+def _check_settings(table: dict[str, object], name: tuple[str, ...], allowed: dict[str, str], where: Where) -> None:
     title = f"[{'.'.join(name)}]"
     for key, value in table.items():
         if key not in allowed:
