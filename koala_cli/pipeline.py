@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 
+from .backoff import Pacer
 from .errors import KoalaError
 from .jobs import BadJob, Job, JobParser, Read, Result, input_lines
-from .backoff import Pacer
 from .transport import make_client
 from .turn import Connection, Reply, conversation, stream_reply
 

@@ -1,18 +1,15 @@
 """``koala batch``: many prompts, concurrently, one NDJSON result a line."""
 
-import contextlib
-import io
-import os
 import re
-import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import KoalaError, OutputError, UsageError, exit_status_help
+from ..errors import KoalaError, UsageError, exit_status_help
+from .batchio import Output, count_jobs, is_regular, open_file, open_input, reader
 from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Debug, TurnOptions, expand_options
@@ -23,8 +20,8 @@ from .settings import settings_of
 from .stdio import notice, on_terminal
 
 if TYPE_CHECKING:
-    from ..jobs import Job, Read
-    from ..pipeline import Progress
+    from ..jobs import Job, JobParser, Read
+    from ..pipeline import BatchOptions, Progress
 
 HELP = """Run many prompts concurrently; write one NDJSON result a line.
 
@@ -61,26 +58,31 @@ def parse_rate(text: str) -> float:
     return (1.0 if match.group(2) == "s" else 60.0) / count
 
 
+InputFile = Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)]
+Lines = Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", metavar="N", help="Requests in flight (and connections) at most.")
+]
+Unordered = Annotated[bool, typer.Option("--unordered", help="Write results as they complete.")]
+Resume = Annotated[Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs with an ok result in OUT.")]
+Rate = Annotated[
+    str | None, typer.Option("--rate", metavar="N/s|N/m", help="Start at most N requests a second or a minute.")
+]
+ShardOption = Annotated[
+    str | None, typer.Option("--shard", metavar="K/N", help="Run only shard K of N (stable: by job id).")
+]
+
+
 @expand_options
 def batch(
     ctx: typer.Context,
-    file: Annotated[str | None, typer.Argument(metavar="[FILE|-]", show_default=False, hidden=True)] = None,
-    lines: Annotated[bool, typer.Option("--lines", help="Plain text input: one prompt a line.")] = False,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", metavar="N", help="Requests in flight (and connections) at most.")
-    ] = 4,
-    unordered: Annotated[bool, typer.Option("--unordered", help="Write results as they complete.")] = False,
-    resume: Annotated[
-        Path | None, typer.Option("--resume", metavar="OUT", help="Skip jobs with an ok result in OUT.")
-    ] = None,
-    rate: Annotated[
-        str | None,
-        typer.Option("--rate", metavar="N/s|N/m", help="Start at most N requests a second or a minute."),
-    ] = None,
-    shard: Annotated[
-        str | None,
-        typer.Option("--shard", metavar="K/N", help="Run only shard K of N (stable: by job id)."),
-    ] = None,
+    file: InputFile = None,
+    lines: Lines = False,
+    concurrency: Concurrency = 4,
+    unordered: Unordered = False,
+    resume: Resume = None,
+    rate: Rate = None,
+    shard: ShardOption = None,
     turn: TurnOptions = TurnOptions(),
     connection: ConnectionOptions = ConnectionOptions(),
     sampling: SamplingOptions = SamplingOptions(),
@@ -88,7 +90,7 @@ def batch(
     debug: Debug = False,
 ) -> None:
     from ..jobs import JobParser, Shard
-    from ..pipeline import BatchOptions, Progress
+    from ..pipeline import BatchOptions
 
     try:
         if concurrency < 1:
@@ -103,32 +105,77 @@ def batch(
             interval=None if rate is None else parse_rate(rate),
         )
         chosen = None if shard is None else Shard.parse(shard)
-        log = logging.path()
-        name, fd = _input(file)
-        done_fd = _open(resume) if resume is not None and resume.exists() else None
+        reports = _Reports(logging, logging.path(), settings.profile, options)
+        name, fd = open_input(file)
+        done_fd = open_file(resume) if resume is not None and resume.exists() else None
     except KoalaError as exc:
         fail(exc, None, debug)
 
-    show_progress = sys.stderr.isatty()
-    progress = Progress()
-    shown = [0.0]
+    async def work() -> int:
+        from ..jobs import done_keys
 
-    def on_progress(progress: "Progress") -> None:
+        done = await done_keys(reader(done_fd, str(resume))) if done_fd is not None else None
+        parser = JobParser(name, lines=lines, shard=chosen, done=done)
+        return await _run(reader(fd, name), parser, reports, count=(file or "") if is_regular(fd) else None)
+
+    outcome = run_guarded(work)
+    reports.end()
+    finish(outcome, None, debug)
+    raise typer.Exit(outcome.value or 0)
+
+
+async def _run(read: "Read", parser: "JobParser", reports: "_Reports", *, count: str | None) -> int:
+    """The jobs of ``read`` run, their results on stdout; alongside, on a terminal, the jobs
+    of a regular input file counted for the progress line's total."""
+    import anyio
+
+    from ..pipeline import run_batch
+
+    async with anyio.create_task_group() as group:
+        if reports.show_progress and count is not None:
+            group.start_soon(count_jobs, count, reports.progress)
+        status = await run_batch(
+            read,
+            parser,
+            reports.options,
+            write=Output(sys.stdout.buffer, on_terminal()).write,
+            progress=reports.progress,
+            on_progress=reports.on_progress,
+            notify=notice,
+            on_result=reports.on_result,
+        )
+        group.cancel_scope.cancel()
+    return status
+
+
+class _Reports:
+    """What a batch says besides its results: the progress line (stderr, on a terminal
+    only) and a line per request in the request log (``--log``)."""
+
+    def __init__(self, logging: LogOptions, log: Path | None, profile: str | None, options: "BatchOptions") -> None:
+        from ..pipeline import Progress
+
+        self.logging, self.log, self.profile, self.options = logging, log, profile, options
+        self.show_progress = sys.stderr.isatty()
+        self.progress = Progress()
+        self.shown = 0.0
+
+    def on_progress(self, progress: "Progress") -> None:
         now = _now()
-        if show_progress and now - shown[0] >= PROGRESS_INTERVAL:
-            shown[0] = now
+        if self.show_progress and now - self.shown >= PROGRESS_INTERVAL:
+            self.shown = now
             sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}")
             sys.stderr.flush()
 
-    def on_result(job: "Job", result: dict[str, Any]) -> None:
-        """Each request sent, into the request log (--log)."""
-        if log is None:
+    def on_result(self, job: "Job", result: dict[str, Any]) -> None:
+        if self.log is None:
             return
         elapsed = (result.get("elapsed_ms") or 0) / 1000
-        logging.write(
-            log,
+        options = self.options
+        self.logging.write(
+            self.log,
             command="batch",
-            profile=settings.profile,
+            profile=self.profile,
             link=options.connection,
             model=result.get("model") or job.model or options.model,
             prompt=job.prompt,
@@ -140,174 +187,12 @@ def batch(
             usage=result.get("usage"),
         )
 
-    async def work() -> int:
-        import anyio
-
-        from ..jobs import done_keys
-        from ..pipeline import run_batch
-
-        done = await done_keys(_reader(done_fd, str(resume))) if done_fd is not None else None
-        parser = JobParser(name, lines=lines, shard=chosen, done=done)
-        async with anyio.create_task_group() as group:
-            if show_progress and _regular(fd):
-                group.start_soon(_count, file or "", progress)
-            status = await run_batch(
-                _reader(fd, name),
-                parser,
-                options,
-                write=_Out(sys.stdout.buffer, on_terminal()).write,
-                progress=progress,
-                on_progress=on_progress,
-                notify=notice,
-                on_result=on_result,
-            )
-            group.cancel_scope.cancel()
-        return status
-
-    outcome = run_guarded(work)
-    if show_progress:
-        sys.stderr.write(f"\r\x1b[Kkoala: {progress.line()}\n")
-    finish(outcome, None, debug)
-    raise typer.Exit(outcome.value or 0)
+    def end(self) -> None:
+        if self.show_progress:
+            sys.stderr.write(f"\r\x1b[Kkoala: {self.progress.line()}\n")
 
 
 def _now() -> float:
     import time
 
     return time.monotonic()
-
-
-def _input(file: str | None) -> tuple[str, "int | BinaryIO | None"]:
-    """The input's name and file descriptor -- or, for a standard input without one (an
-    in-process test's), its stream; None for a closed stdin, read as empty."""
-    if file is None or file == "-":
-        stream = sys.stdin
-        if stream is None:
-            return "<stdin>", None
-        try:
-            fd = stream.fileno()
-            os.fstat(fd)
-        except io.UnsupportedOperation:
-            return "<stdin>", stream.buffer
-        except (OSError, ValueError):
-            return "<stdin>", None
-        if file is None and os.isatty(fd):
-            raise UsageError("no input: give a FILE, or jobs on standard input (see 'koala batch --help')")
-        return "<stdin>", fd
-    return file, _open(Path(file))
-
-
-def _open(path: Path) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO with no writer must not block here
-        os.set_blocking(fd, True)
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{path}: is a directory")
-    return fd
-
-
-def _pollable(fd: int) -> bool:
-    """Pipes, sockets and terminals can block a read or write: wait for them in the event
-    loop (so Ctrl-C always works); files never do."""
-    mode = os.fstat(fd).st_mode
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
-
-
-def _regular(source: "int | BinaryIO | None") -> bool:
-    return isinstance(source, int) and stat.S_ISREG(os.fstat(source).st_mode)
-
-
-def _reader(source: "int | BinaryIO | None", name: str) -> "Read":
-    """Up to n bytes as they come, waited for in the event loop, never in a blocking read."""
-    import anyio
-
-    fd = source if isinstance(source, int) else None
-    pollable = fd is not None and _pollable(fd)
-
-    async def read(size: int) -> bytes:
-        if source is None:
-            return b""
-        try:
-            if fd is None:  # a stream in memory
-                return source.read(size)  # type: ignore[union-attr]
-            while True:
-                if pollable:
-                    await anyio.wait_readable(fd)
-                try:
-                    return os.read(fd, size)
-                except BlockingIOError:  # a stdin left non-blocking by whoever started koala
-                    await anyio.wait_readable(fd)
-        except OSError as exc:
-            raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
-
-    return read
-
-
-class _Out:
-    """NDJSON results to stdout, whole lines, as soon as they come; a pipe that is full is
-    waited for in the event loop, so a stalled reader never keeps Ctrl-C from working."""
-
-    def __init__(self, stream: BinaryIO, terminal: bool = False) -> None:
-        self.stream = stream
-        self.terminal = terminal  # there DEL and C1 controls in results are escaped, as JSON allows
-        try:
-            self.fd: int | None = stream.fileno()
-        except io.UnsupportedOperation:  # a stream in memory (an in-process test's)
-            self.fd = None
-        self.pollable = self.fd is not None and _pollable(self.fd)
-
-    async def write(self, results: list[dict[str, Any]]) -> None:
-        import json
-        import select
-
-        import anyio
-
-        from ..text import json_terminal_safe
-
-        lines = (json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in results)
-        data = b"".join(
-            (json_terminal_safe(line) if self.terminal else line).encode("utf-8", "backslashreplace") for line in lines
-        )
-        view = memoryview(data)
-        try:
-            if self.fd is None:
-                self.stream.write(data)
-                self.stream.flush()
-                return
-            while view:
-                try:
-                    if self.pollable:  # a pipe with room takes 4 KiB without blocking
-                        if not select.select([], [self.fd], [], 0)[1]:
-                            await anyio.wait_writable(self.fd)
-                        written = os.write(self.fd, view[:4096])
-                    else:
-                        written = os.write(self.fd, view)
-                except BlockingIOError:  # a stdout left non-blocking by whoever started koala
-                    await anyio.wait_writable(self.fd)
-                    continue
-                view = view[written:]
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
-
-
-async def _count(path: str, progress: "Progress") -> None:
-    """The number of jobs in a regular file, for the progress line's total and ETA."""
-    import anyio
-
-    def count() -> int:
-        total = 0
-        rest = b""
-        with open(path, "rb") as source:
-            while piece := source.read(1 << 20):
-                parts = (rest + piece).split(b"\n")
-                rest = parts.pop()
-                total += sum(1 for part in parts if part.strip())
-        return total + (1 if rest.strip() else 0)
-
-    with contextlib.suppress(OSError):
-        progress.total = await anyio.to_thread.run_sync(count, abandon_on_cancel=True)
