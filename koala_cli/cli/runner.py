@@ -18,7 +18,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import anyio
 
 from ..errors import ExitStatus, KoalaError
 
@@ -113,38 +116,46 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False, runn
     comes as work that is not final ends counts as stopping it.
     """
     import anyio
-    import anyio.abc
 
-    outcome = Outcome()
-    watched = _watched()
-    for signum in watched:
-        _STATE.previous.setdefault(signum, signal.getsignal(signum))
-        signal.signal(signum, _note)  # never KeyboardInterrupt at a random point
+    guard = _Guard(_watched())
     # Every signal also writes its number here (Python's wakeup fd): the watch reads them in
     # the loop, and whatever it had no time to read is still here afterwards -- none is lost.
     reader, wakeup = socket.socketpair()
     reader.setblocking(False)
     wakeup.setblocking(False)
+    earlier = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    try:
+        if runner is None:
+            anyio.run(guard.main, work, reader)
+        else:
+            runner.run(guard.main(work, reader))
+    except KeyboardInterrupt:  # pragma: no cover - _note keeps it from happening
+        guard.outcome.signal = guard.outcome.signal or signal.SIGINT
+    finally:
+        _STATE.noted.clear()
+        signal.set_wakeup_fd(earlier)
+        leftover = _drain(reader)
+        reader.close()
+        wakeup.close()
+    return guard.settle(leftover, final)
 
-    def stop(signum: int, scope: anyio.CancelScope) -> None:
-        if signum not in watched:
-            return
-        if outcome.completed:
-            outcome.late = outcome.late or signum
-        elif outcome.signal is None:
-            outcome.signal = signum
-            scope.cancel()
 
-    async def watch(scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:  # until cancelled: a second signal must not kill either
-            await anyio.wait_readable(reader)
-            for signum in _drain(reader):
-                stop(signum, scope)
+class _Guard:
+    """One guarded run: its signal watch, and the outcome it comes to."""
 
-    async def main() -> None:
+    def __init__(self, watched: list[signal.Signals]) -> None:
+        self.watched = watched
+        self.outcome = Outcome()
+        for signum in watched:
+            _STATE.previous.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, _note)  # never KeyboardInterrupt at a random point
+
+    async def main(self, work: Callable[[], Awaitable[Any]], reader: socket.socket) -> None:
+        import anyio
+
+        outcome = self.outcome
         async with anyio.create_task_group() as group:
-            await group.start(watch, group.cancel_scope)
+            await group.start(self._watch, reader, group.cancel_scope)
             try:
                 outcome.value = await work()
             except (KoalaError, BrokenPipeError) as exc:
@@ -155,32 +166,41 @@ def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False, runn
                 outcome.completed = True
                 group.cancel_scope.cancel()
 
-    earlier = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
-    try:
-        if runner is None:
-            anyio.run(main)
-        else:
-            runner.run(main())
-    except KeyboardInterrupt:  # pragma: no cover - _note keeps it from happening
-        outcome.signal = outcome.signal or signal.SIGINT
-    finally:
-        _STATE.noted.clear()
-        signal.set_wakeup_fd(earlier)
-        leftover = _drain(reader)
-        reader.close()
-        wakeup.close()
-    for number in [*leftover, *_STATE.noted]:  # came as the loop ended
-        if number in watched and outcome.signal is None:
-            outcome.late = outcome.late or number
-    if outcome.late is not None and not final:  # nothing was committed: it still counts
-        outcome.signal, outcome.late = outcome.late, None
-    if outcome.signal is not None:
-        _STATE.ending = ExitStatus.for_signal(outcome.signal)
-        for signum in watched:
-            signal.signal(signum, _ending)
-    elif outcome.error is not None or not final:
-        restore_signals()
-    return outcome
+    async def _watch(self, reader: socket.socket, scope: anyio.CancelScope, *, task_status: Any) -> None:
+        import anyio
+
+        task_status.started()
+        while True:  # until cancelled: a second signal must not kill either
+            await anyio.wait_readable(reader)
+            for signum in _drain(reader):
+                self._stop(signum, scope)
+
+    def _stop(self, signum: int, scope: anyio.CancelScope) -> None:
+        outcome = self.outcome
+        if signum not in self.watched:
+            return
+        if outcome.completed:
+            outcome.late = outcome.late or signum
+        elif outcome.signal is None:
+            outcome.signal = signum
+            scope.cancel()
+
+    def settle(self, leftover: list[int], final: bool) -> Outcome:
+        """The outcome, counting the signals that came as the loop ended; the handlers for
+        what comes next."""
+        outcome = self.outcome
+        for number in [*leftover, *_STATE.noted]:  # came as the loop ended
+            if number in self.watched and outcome.signal is None:
+                outcome.late = outcome.late or number
+        if outcome.late is not None and not final:  # nothing was committed: it still counts
+            outcome.signal, outcome.late = outcome.late, None
+        if outcome.signal is not None:
+            _STATE.ending = ExitStatus.for_signal(outcome.signal)
+            for signum in self.watched:
+                signal.signal(signum, _ending)
+        elif outcome.error is not None or not final:
+            restore_signals()
+        return outcome
 
 
 def _drain(reader: socket.socket) -> list[int]:
