@@ -11,14 +11,15 @@ import typer
 from ..errors import KoalaError, UsageError
 from .connection import ConnectionOptions
 from .exits import fail, finish
-from .options import Continue, Debug, TurnOptions, check_text, expand_options
-from .requestlog import LogOptions, outcome_status
+from .options import Continue, Debug, TurnOptions, check_text, continued, expand_options
+from .requestlog import LogOptions
 from .runner import run_guarded
 from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:
+    from ..config import Resolved
     from ..last import Recording
     from ..messages import Message
     from ..output import Writer
@@ -41,57 +42,57 @@ Examples:
 """
 
 
+HistoryFile = Annotated[
+    Path | None,
+    typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
+]
+Files = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-f", "--file", metavar="PATH", help="Put a file's text in the prompt, fenced (repeatable; - is stdin)."
+    ),
+]
+Edit = Annotated[bool, typer.Option("-e", "--edit", help="Edit the prompt in $VISUAL or $EDITOR before sending it.")]
+MaxTurns = Annotated[
+    int | None, typer.Option("--max-turns", metavar="N", help="Send only the last N turns of the history.")
+]
+JsonRecords = Annotated[bool, typer.Option("--json", help="Write NDJSON records: start, chunks, done/error.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Print the request that would be sent (secrets masked) and exit.")
+]
+Stats = Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")]
+
+
 @expand_options
 def ask(
     ctx: typer.Context,
     prompt: Annotated[list[str] | None, typer.Argument(metavar="PROMPT", show_default=False, hidden=True)] = None,
     turn: TurnOptions = TurnOptions(),
-    history: Annotated[
-        Path | None,
-        typer.Option("-H", "--history", metavar="FILE", help="JSONL history: read prior turns, append this one."),
-    ] = None,
+    history: HistoryFile = None,
     continue_: Continue = False,
-    files: Annotated[
-        list[str] | None,
-        typer.Option(
-            "-f", "--file", metavar="PATH", help="Put a file's text in the prompt, fenced (repeatable; - is stdin)."
-        ),
-    ] = None,
-    edit: Annotated[
-        bool, typer.Option("-e", "--edit", help="Edit the prompt in $VISUAL or $EDITOR before sending it.")
-    ] = False,
-    max_turns: Annotated[
-        int | None, typer.Option("--max-turns", metavar="N", help="Send only the last N turns of the history.")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="Write NDJSON records: start, chunks, done/error.")
-    ] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the request that would be sent (secrets masked) and exit.")
-    ] = False,
-    stats: Annotated[bool, typer.Option("--stats", help="Print timing and size figures on stderr at the end.")] = False,
+    files: Files = None,
+    edit: Edit = False,
+    max_turns: MaxTurns = None,
+    json_output: JsonRecords = False,
+    dry_run: DryRun = False,
+    stats: Stats = False,
     connection: ConnectionOptions = ConnectionOptions(),
     sampling: SamplingOptions = SamplingOptions(),
     logging: LogOptions = LogOptions(),
     debug: Debug = False,
 ) -> None:
-    from ..output import JsonWriter, TextWriter
     from ..turn import AskOptions
-    from ..turn import ask as run_ask
 
-    stdout = sys.stdout.buffer
-    tty = stdout.isatty()
-    writer: Writer = JsonWriter(stdout, sanitize=tty) if json_output else TextWriter(stdout, sanitize=tty)
+    writer = _reply_writer(json_output)
     settings = settings_of(ctx)
     try:
         if max_turns is not None and max_turns < 0:
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
-        history = _continued(history, continue_)
         options = AskOptions(
             prompt=_prompt(prompt or [], files or [], edit),
             model=turn.model or "",
             system=turn.system_text(),
-            history=history,
+            history=continued(history, continue_),
             max_turns=max_turns,
             connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
         )
@@ -101,49 +102,65 @@ def ask(
         log = logging.path()
     except KoalaError as exc:
         fail(exc, writer, debug)
-    if json_output and options.connection.options:  # the start record echoes them
-        writer = JsonWriter(stdout, sanitize=tty, start={"options": dict(options.connection.options)})
-    remember = bool(settings.value("remember_last"))
-    recording = _recording(options) if remember and history is None else None
-    if recording is not None:
-        from ..last import RecordingWriter
+    _send(options, settings, json_output=json_output, log=(logging, log), stats=stats, debug=debug)
 
-        writer = RecordingWriter(writer, recording)
-    started, clock = time.time(), time.monotonic()
+
+def _send(
+    options: "AskOptions",
+    settings: "Resolved",
+    *,
+    json_output: bool,
+    log: "tuple[LogOptions, Path | None]",
+    stats: bool,
+    debug: bool,
+) -> None:
+    """Ask, stream the reply, keep it as the last conversation (unless -H), log it, exit."""
+    from ..turn import ask as run_ask
+
+    remember = bool(settings.value("remember_last"))
+    recording = _recording(options) if remember and options.history is None else None
+    writer = _reply_writer(json_output, options, recording)
+    since = time.time(), time.monotonic()
     outcome = run_guarded(lambda: run_ask(options, writer, notice), final=True)
-    reply = outcome.value if outcome.error is None and outcome.signal is None else None
-    logging.write(
-        log,
+    logging, path = log
+    logging.write_outcome(
+        path,
+        outcome,
         command="ask",
         profile=settings.profile,
         link=options.connection,
         model=options.model,
         prompt=options.prompt,
         system=options.system,
-        started=started,
-        elapsed_s=time.monotonic() - clock,
-        exit_status=outcome_status(outcome),
-        chars_out=reply.chars if reply is not None else 0,
-        usage=getattr(reply, "usage", None),
+        since=since,
     )
     if recording is not None and (outcome.error is not None or outcome.signal is not None):
         recording.discard()
     finish(outcome, writer, debug)
     if remember:
-        _keep_last(recording, history)
+        _keep_last(recording, options.history)
     if stats:
         notice(stats_line(outcome.value))
 
 
-def _continued(history: Path | None, continue_: bool) -> Path | None:
-    """``-c``: the last conversation, as if given with ``-H``."""
-    if not continue_:
-        return history
-    if history is not None:
-        raise UsageError("-c continues the last conversation: it cannot be used with -H FILE")
-    from ..last import require_last, state_dir
+def _reply_writer(
+    json_output: bool, options: "AskOptions | None" = None, recording: "Recording | None" = None
+) -> "Writer":
+    """The reply's writer (and the error's, before there is a reply): raw text, or NDJSON
+    whose start record echoes the request's options; for a plain ask, kept as the last
+    conversation as it arrives."""
+    from ..output import JsonWriter, TextWriter
 
-    return require_last(state_dir(os.environ))
+    stdout = sys.stdout.buffer
+    tty = stdout.isatty()
+    sent = {} if options is None else options.connection.options
+    start = {"options": dict(sent)} if sent else None
+    writer: Writer = JsonWriter(stdout, sanitize=tty, start=start) if json_output else TextWriter(stdout, sanitize=tty)
+    if recording is not None:
+        from ..last import RecordingWriter
+
+        writer = RecordingWriter(writer, recording)
+    return writer
 
 
 def _recording(options: "AskOptions") -> "Recording | None":

@@ -44,6 +44,17 @@ Continue = Annotated[
 ]
 
 
+def continued(history: Path | None, continue_: bool) -> Path | None:
+    """``-c``: the last conversation, as if given with ``-H`` (never with it)."""
+    if not continue_:
+        return history
+    if history is not None:
+        raise UsageError("-c continues the last conversation: it cannot be used with -H FILE")
+    from ..last import require_last, state_dir
+
+    return require_last(state_dir(os.environ))
+
+
 SystemFile = Annotated[
     list[Path] | None,
     typer.Option("--system-file", metavar="PATH", help="System text from a file (repeatable; after -r, before -s)."),

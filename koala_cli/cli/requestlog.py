@@ -82,6 +82,41 @@ class LogOptions:
         except KoalaError as exc:
             notice(str(exc))
 
+    def write_outcome(
+        self,
+        path: Path | None,
+        outcome: Any,
+        *,
+        command: str,
+        profile: str | None,
+        link: "Connection",
+        model: str,
+        prompt: str,
+        system: str | None,
+        since: tuple[float, float],
+    ) -> None:
+        """The line of one ask or chat turn, from its guarded run's ``Outcome``; ``since``:
+        its start as ``(time.time(), time.monotonic())``."""
+        if path is None:
+            return
+        import time
+
+        reply = outcome.value if outcome.error is None and outcome.signal is None else None
+        self.write(
+            path,
+            command=command,
+            profile=profile,
+            link=link,
+            model=model,
+            prompt=prompt,
+            system=system,
+            started=since[0],
+            elapsed_s=time.monotonic() - since[1],
+            exit_status=outcome_status(outcome),
+            chars_out=reply.chars if reply is not None else 0,
+            usage=getattr(reply, "usage", None),
+        )
+
 
 def outcome_status(outcome: Any) -> int:
     """The exit status a guarded run's ``Outcome`` stands for (for the request log)."""
