@@ -12,7 +12,7 @@ from ..errors import KoalaError, UsageError
 from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Continue, Debug, TurnOptions, check_text, continued, expand_options
-from .requestlog import LogOptions
+from .requestlog import Logged, LogOptions
 from .runner import run_guarded
 from .sampling import SamplingOptions
 from .settings import settings_of
@@ -123,17 +123,8 @@ def _send(
     since = time.time(), time.monotonic()
     outcome = run_guarded(lambda: run_ask(options, writer, notice), final=True)
     logging, path = log
-    logging.write_outcome(
-        path,
-        outcome,
-        command="ask",
-        profile=settings.profile,
-        link=options.connection,
-        model=options.model,
-        prompt=options.prompt,
-        system=options.system,
-        since=since,
-    )
+    what = Logged("ask", settings.profile, options.connection, options.model, options.prompt, options.system)
+    logging.write_outcome(path, what, outcome, since)
     if recording is not None and (outcome.error is not None or outcome.signal is not None):
         recording.discard()
     finish(outcome, writer, debug)

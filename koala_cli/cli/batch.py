@@ -13,7 +13,7 @@ from .batchio import Output, count_jobs, is_regular, open_file, open_input, read
 from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Debug, TurnOptions, expand_options
-from .requestlog import LogOptions
+from .requestlog import Logged, LogOptions
 from .runner import run_guarded
 from .sampling import SamplingOptions
 from .settings import settings_of
@@ -172,14 +172,17 @@ class _Reports:
             return
         elapsed = (result.get("elapsed_ms") or 0) / 1000
         options = self.options
+        what = Logged(
+            "batch",
+            self.profile,
+            options.connection,
+            result.get("model") or job.model or options.model,
+            job.prompt,
+            job.system if job.system is not None else options.system,
+        )
         self.logging.write(
             self.log,
-            command="batch",
-            profile=self.profile,
-            link=options.connection,
-            model=result.get("model") or job.model or options.model,
-            prompt=job.prompt,
-            system=job.system if job.system is not None else options.system,
+            what,
             started=time.time() - elapsed,
             elapsed_s=elapsed,
             exit_status=0 if result.get("ok") else int(result.get("error", {}).get("exit_status", 1)),

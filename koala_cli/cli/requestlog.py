@@ -43,13 +43,8 @@ class LogOptions:
     def write(
         self,
         path: Path | None,
+        request: "Logged",
         *,
-        command: str,
-        profile: str | None,
-        link: "Connection",
-        model: str,
-        prompt: str,
-        system: str | None,
         started: float,
         elapsed_s: float,
         exit_status: int,
@@ -63,38 +58,27 @@ class LogOptions:
         from ..requestlog import append_record, log_record
         from .stdio import notice
 
+        link = request.link
         record = log_record(
             time=started,
-            command=command,
-            profile=profile,
+            command=request.command,
+            profile=request.profile,
             provider=link.provider.__name__.lower(),
-            model=link.provider.get_model(model),
+            model=link.provider.get_model(request.model),
             base_url=link.base_url or link.provider.url,
-            chars_in=len(prompt) + len(system or ""),
+            chars_in=len(request.prompt) + len(request.system or ""),
             chars_out=chars_out,
             usage=usage,
             elapsed_s=elapsed_s,
             exit_status=exit_status,
-            prompt=prompt if self.log_prompts else None,
+            prompt=request.prompt if self.log_prompts else None,
         )
         try:
             append_record(path, record)
         except KoalaError as exc:
             notice(str(exc))
 
-    def write_outcome(
-        self,
-        path: Path | None,
-        outcome: Any,
-        *,
-        command: str,
-        profile: str | None,
-        link: "Connection",
-        model: str,
-        prompt: str,
-        system: str | None,
-        since: tuple[float, float],
-    ) -> None:
+    def write_outcome(self, path: Path | None, request: "Logged", outcome: Any, since: tuple[float, float]) -> None:
         """The line of one ask or chat turn, from its guarded run's ``Outcome``; ``since``:
         its start as ``(time.time(), time.monotonic())``."""
         if path is None:
@@ -104,18 +88,25 @@ class LogOptions:
         reply = outcome.value if outcome.error is None and outcome.signal is None else None
         self.write(
             path,
-            command=command,
-            profile=profile,
-            link=link,
-            model=model,
-            prompt=prompt,
-            system=system,
+            request,
             started=since[0],
             elapsed_s=time.monotonic() - since[1],
             exit_status=outcome_status(outcome),
             chars_out=reply.chars if reply is not None else 0,
             usage=getattr(reply, "usage", None),
         )
+
+
+@dataclass(frozen=True)
+class Logged:
+    """What the log says of a request besides how it went."""
+
+    command: str
+    profile: str | None
+    link: "Connection"
+    model: str
+    prompt: str
+    system: str | None
 
 
 def outcome_status(outcome: Any) -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish, tell_writer
 from .options import check_text
-from .requestlog import LogOptions
+from .requestlog import Logged, LogOptions
 from .runner import Outcome, restore_signals, run_guarded
 from .stdio import notice, write_out
 
@@ -226,17 +226,8 @@ class Session:
         since = time.time(), time.monotonic()
         outcome = run_guarded(turn, final=True, runner=self.runner)
         logging, log, profile = self.log
-        logging.write_outcome(
-            log,
-            outcome,
-            command="chat",
-            profile=profile,
-            link=self.link,
-            model=self.model,
-            prompt=text,
-            system=self.system,
-            since=since,
-        )
+        what = Logged("chat", profile, self.link, self.model, text, self.system)
+        logging.write_outcome(log, what, outcome, since)
         return self._settle(outcome, writer, text)
 
     def _settle(self, outcome: "Outcome", writer: "TextWriter", text: str) -> int | None:
