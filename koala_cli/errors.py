@@ -10,7 +10,7 @@
     │   └── BlockedError          4  ... and it was a bot challenge (Cloudflare)
     └── ProtocolError             5  the answer is not the expected event stream
 
-    Interrupted          128+N  a signal (SIGINT 130, SIGTERM 143) stopped the work
+    Interrupted          128+N  a signal (SIGINT 130, SIGTERM 143, SIGHUP 129) stopped the work
 
 httpx errors are translated into this tree at one place (``transport``); the CLI maps it to
 exit statuses at one place (``cli.exits``).  Anything else escaping is a bug.  ``ExitStatus``
@@ -46,6 +46,7 @@ class ExitStatus(IntEnum):
     NETWORK = 3
     SERVICE = 4
     PROTOCOL = 5
+    SIGHUP = 128 + signal.SIGHUP
     SIGINT = 128 + signal.SIGINT
     SIGPIPE = 128 + signal.SIGPIPE
     SIGTERM = 128 + signal.SIGTERM
@@ -72,7 +73,7 @@ def exit_status_help(success: str = _MEANING[ExitStatus.OK]) -> str:
     lines = [f"  {status.value:<5}{meaning}" for status, meaning in meanings.items()]
     lines.append(
         f"  {ExitStatus.SIGINT.value}  interrupted (SIGINT); {ExitStatus.SIGTERM.value} terminated (SIGTERM); "
-        f"{ExitStatus.SIGPIPE.value} stdout closed"
+        f"{ExitStatus.SIGHUP.value} hung up (SIGHUP); {ExitStatus.SIGPIPE.value} stdout closed"
     )
     return "\b\nExit status:\n" + "\n".join(lines)
 

@@ -1,5 +1,6 @@
-"""The guarded runner: one event loop per piece of work, with SIGINT and SIGTERM turned into
-cancellation (which closes the reply's generators and so the connection) instead of death.
+"""The guarded runner: one event loop per piece of work, with SIGINT, SIGTERM and SIGHUP (the
+terminal or the ssh connection gone) turned into cancellation (which closes the reply's
+generators and so the connection) instead of death.
 
 Signals are never left to Python's default handling while koala runs its work or ends
 because of one: before the loop's own signal watch is in place, and after it is gone, a
@@ -55,8 +56,10 @@ _STATE = _Signals()
 
 
 def _watched() -> list[signal.Signals]:
-    """SIGINT and SIGTERM, unless ignored when koala started (a background job of a script)."""
-    return [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    """SIGINT, SIGTERM and SIGHUP, unless ignored when koala started (a background job of a
+    script; ``nohup``)."""
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return [s for s in stopping if signal.getsignal(s) is not signal.SIG_IGN]
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
@@ -104,7 +107,7 @@ def reporting_interrupt() -> Iterator[None]:
 
 
 def run_guarded(work: Callable[[], Awaitable[Any]], *, final: bool = False, runner: Any = None) -> Outcome:
-    """Run ``work`` in one event loop; SIGINT/SIGTERM cancel it instead of killing the process.
+    """Run ``work`` in one event loop; SIGINT/SIGTERM/SIGHUP cancel it instead of killing the process.
 
     Cancelling closes the reply's async generators (and so the connection) deterministically.
     ``runner``: an ``asyncio.Runner`` whose loop outlives this run (a chat session's, so its
