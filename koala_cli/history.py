@@ -17,7 +17,6 @@ import codecs
 import contextlib
 import errno
 import fcntl
-import gc
 import json
 import os
 import stat
@@ -165,24 +164,18 @@ def parse_history(data: bytes, name: str) -> list[Message]:
         raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
     messages: list[Message] = []
     decode = _DECODER.decode
-    collecting = gc.isenabled()
-    gc.disable()  # only acyclic dicts and strings are made here; the collector made big files superlinear
-    try:
-        for number, raw in enumerate(text.split("\n"), 1):
-            if not raw or raw.isspace():
-                continue
-            try:
-                value = decode(raw)
-            except ValueError as exc:
-                raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
-            role = value.get("role") if type(value) is dict else None
-            if type(role) is str and role in ROLES and type(value.get("content")) is str:
-                messages.append(value)  # the common case, checked without building FILE:LINE
-            else:
-                messages.append(validate_message(value, f"{name}:{number}"))
-    finally:
-        if collecting:
-            gc.enable()
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw or raw.isspace():
+            continue
+        try:
+            value = decode(raw)
+        except ValueError as exc:
+            raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
+        role = value.get("role") if type(value) is dict else None
+        if type(role) is str and role in ROLES and type(value.get("content")) is str:
+            messages.append(value)  # the common case, checked without building FILE:LINE
+        else:
+            messages.append(validate_message(value, f"{name}:{number}"))
     return messages
 
 

@@ -160,3 +160,17 @@ def test_unhashable_or_odd_role_is_a_history_error(role: str) -> None:
 def test_null_content_is_named() -> None:
     with pytest.raises(HistoryError, match="not null"):
         parse_history(b'{"role": "assistant", "content": null}', "h")
+
+
+def test_parsing_leaves_the_garbage_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library call flips no process-wide state (issue 12): parsing makes only dicts of
+    strings, which the cyclic collector does not track, so pausing it bought nothing."""
+    import gc
+
+    def refuse() -> None:
+        raise AssertionError("parse_history switched the garbage collector")
+
+    monkeypatch.setattr(gc, "disable", refuse)
+    monkeypatch.setattr(gc, "enable", refuse)
+    monkeypatch.setattr(gc, "freeze", refuse)
+    assert len(parse_history(HISTORY_BYTES * 50, "h")) == len(parse_history(HISTORY_BYTES, "h")) * 50
