@@ -23,7 +23,7 @@ import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import HistoryError
 from .messages import ROLES, Message
@@ -46,6 +46,7 @@ POLL_FIRST, POLL_MAX = 0.002, 0.1  # the lock is tried again after these, doubli
 
 T = TypeVar("T")
 _DECODER = json.JSONDecoder()
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]  # C: (value, end)
 
 
 class LockBusy(HistoryError):
@@ -154,29 +155,56 @@ def check_writable(path: Path) -> None:
 
 
 def parse_history(data: bytes, name: str) -> list[Message]:
-    """Validate and decode a history file's bytes; blank lines, CRLF and a BOM are tolerated."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
+    """Validate and decode a history file's bytes; blank lines, CRLF and a BOM are tolerated.
+
+    Line by line from the bytes (a UTF-8 ``\\n`` is never part of another character): the
+    whole file is never one string -- four bytes a character as soon as it holds one emoji.
+    """
+    data = data.removeprefix(codecs.BOM_UTF8)
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        number = data.count(b"\n", 0, exc.start) + 1
-        raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
+        return _parse(data, name)
+    except HistoryError:
+        try:  # a byte that is not UTF-8, anywhere, is the error to report first
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            number = data.count(b"\n", 0, exc.start) + 1
+            raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
+        raise
+
+
+def _parse(data: bytes, name: str) -> list[Message]:
     messages: list[Message] = []
-    decode = _DECODER.decode
-    for number, raw in enumerate(text.split("\n"), 1):
-        if not raw or raw.isspace():
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw:
             continue
         try:
-            value = decode(raw)
-        except ValueError as exc:
-            raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
+        if line.isspace():
+            continue
+        value = _decode(line, name, number)
         role = value.get("role") if type(value) is dict else None
         if type(role) is str and role in ROLES and type(value.get("content")) is str:
             messages.append(value)  # the common case, checked without building FILE:LINE
         else:
             messages.append(validate_message(value, f"{name}:{number}"))
     return messages
+
+
+def _decode(line: str, name: str, number: int) -> Any:
+    """One line's JSON value: by the C scanner alone when it reads the whole line, else as
+    ``json`` decodes (surrounding white space, and every error's message)."""
+    try:
+        value, end = _SCAN(line, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end == len(line):
+        return value
+    try:
+        return _DECODER.decode(line)
+    except ValueError as exc:
+        raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
 
 
 def _json_reason(exc: ValueError) -> str:

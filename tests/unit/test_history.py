@@ -174,3 +174,69 @@ def test_parsing_leaves_the_garbage_collector_alone(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(gc, "enable", refuse)
     monkeypatch.setattr(gc, "freeze", refuse)
     assert len(parse_history(HISTORY_BYTES * 50, "h")) == len(parse_history(HISTORY_BYTES, "h")) * 50
+
+
+def _whole_text_parse(data: bytes, name: str) -> list[Message]:
+    """The reference: the whole file decoded as one string, split, each line by ``json``."""
+    import codecs
+    import json
+
+    from koala_cli.history import validate_message
+
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        raise HistoryError(f"{name}:{number}: not valid UTF-8") from None
+    messages = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        if not raw or raw.isspace():
+            continue
+        try:
+            value = json.JSONDecoder().decode(raw)
+        except json.JSONDecodeError as exc:
+            raise HistoryError(f"{name}:{number}: not valid JSON ({exc.msg})") from None
+        messages.append(validate_message(value, f"{name}:{number}"))
+    return messages
+
+
+_pieces = st.sampled_from(
+    [
+        b'{"role": "user", "content": "hi \\u00e9"}',
+        '{"role":"assistant","content":"caf\u00e9 \U0001f428"}'.encode(),
+        b'  {"role": "system", "content": ""}  ',
+        b'{"role": "user", "content": "x"}\r',
+        b'{"role": "user", "content": "x"} x',
+        b'{"role": "user"}',
+        b'{"role": "robot", "content": "x"}',
+        b'{"role": "user", "content": 1}',
+        b"[1, 2]",
+        b"",
+        b" \t",
+        "\u00a0\u2028".encode(),
+        b"\xef\xbb\xbf",
+        b"\xff",
+        b"\xe2\x82",
+        b'{"role": "user", "content": "\\ud800"}',
+        b'{"role": "user", "content": "a\x01b"}',
+        b'{"role": "user", "content": "x", "role": "assistant"}',
+        b"{",
+        b"nul",
+        b"NaN",
+    ]
+)
+
+
+@given(st.lists(_pieces, max_size=8), st.booleans())
+def test_line_by_line_parses_like_the_whole_text(lines: list[bytes], bom: bool) -> None:
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines)
+    try:
+        expected: object = _whole_text_parse(data, "h")
+    except HistoryError as exc:
+        expected = str(exc)
+    try:
+        got: object = parse_history(data, "h")
+    except HistoryError as exc:
+        got = str(exc)
+    assert got == expected
