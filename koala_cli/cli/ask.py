@@ -13,7 +13,7 @@ from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Continue, Debug, TurnOptions, check_text, continued, expand_options
 from .requestlog import Logged, LogOptions
-from .runner import run_guarded
+from .runner import StallAware, run_guarded
 from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, read_stdin, write_out
@@ -151,7 +151,7 @@ def _reply_writer(
         from ..last import RecordingWriter
 
         writer = RecordingWriter(writer, recording)
-    return writer
+    return StallAware(writer)
 
 
 def _recording(options: "AskOptions") -> "Recording | None":

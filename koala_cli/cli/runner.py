@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import anyio
 
+    from ..output import Writer
+    from ..turn import Reply
+
 from ..errors import ExitStatus, KoalaError
 
-__all__ = ["Outcome", "reporting_interrupt", "restore_signals", "run_guarded"]
+__all__ = ["Outcome", "StallAware", "reporting_interrupt", "restore_signals", "run_guarded"]
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -49,6 +52,7 @@ class _Signals:
     noted: list[int] = field(default_factory=list)  # caught by ``_note`` outside the watch
     previous: dict[int, Handler] = field(default_factory=dict)  # handlers to restore
     ending: int | None = None  # the exit status once a signal has stopped the work
+    writing: bool = False  # a reply is being written to stdout (see ``StallAware``)
     reported: bool = False  # its one stderr line is written
 
 
@@ -64,6 +68,61 @@ def _watched() -> list[signal.Signals]:
 
 def _note(signum: int, frame: FrameType | None) -> None:
     _STATE.noted.append(signum)
+    if _STATE.writing:
+        _abandon_stalled_stdout()
+
+
+def _abandon_stalled_stdout() -> None:
+    """A signal came while a reply was being written: if stdout takes nothing now (a reader
+    that stopped reading, a terminal held with Ctrl-S), point it at /dev/null.  The write
+    blocked there, which Python retries after this handler, then ends at once, and the
+    signal can stop the work.  The reader keeps what it has not read yet; the piece being
+    written when stdout was let go may be cut."""
+    import select
+
+    with suppress(OSError, ValueError):
+        if not select.select([], [1], [], 0)[1]:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+
+
+class StallAware:
+    """A reply's writer (``koala_cli.output.Writer``) whose stdout a signal may abandon when
+    it has stalled: without it, a reader that stops reading keeps Ctrl-C from ending koala."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def start(self, model: str) -> None:
+        _STATE.writing = True
+        try:
+            self._writer.start(model)
+        finally:
+            _STATE.writing = False
+
+    def chunks(self, batch: list[str]) -> None:
+        _STATE.writing = True
+        try:
+            self._writer.chunks(batch)
+        finally:
+            _STATE.writing = False
+
+    def done(self, reply: Reply) -> None:
+        _STATE.writing = True
+        try:
+            self._writer.done(reply)
+        finally:
+            _STATE.writing = False
+
+    def error(self, message: str, exit_status: int) -> None:
+        _STATE.writing = True
+        try:
+            self._writer.error(message, exit_status)
+        finally:
+            _STATE.writing = False
 
 
 def _ending(signum: int, frame: FrameType | None) -> None:

@@ -12,14 +12,14 @@ from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish, tell_writer
 from .options import check_text
 from .requestlog import Logged, LogOptions
-from .runner import Outcome, restore_signals, run_guarded
+from .runner import Outcome, StallAware, restore_signals, run_guarded
 from .stdio import notice, write_out
 
 if TYPE_CHECKING:
     import httpx
 
     from ..messages import Message
-    from ..output import TextWriter
+    from ..output import Writer
     from ..turn import Connection
 
 COMMANDS_HELP = """/help  /model NAME  /system TEXT  /history  /edit [TEXT]  /exit
@@ -206,7 +206,7 @@ class Session:
         from ..turn import Reply, conversation, max_time, save_turn, stream_reply
 
         messages = conversation(self.messages, self.system, text)
-        writer = TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty())
+        writer = StallAware(TextWriter(sys.stdout.buffer, sanitize=sys.stdout.isatty()))
         if self.pending_key is not None:  # the key command runs only when a request is really sent
             from dataclasses import replace
 
@@ -230,7 +230,7 @@ class Session:
         logging.write_outcome(log, what, outcome, since)
         return self._settle(outcome, writer, text)
 
-    def _settle(self, outcome: "Outcome", writer: "TextWriter", text: str) -> int | None:
+    def _settle(self, outcome: "Outcome", writer: "Writer", text: str) -> int | None:
         """After a turn: the conversation grows by it, or the failure is told; an exit status
         when the chat must end."""
         if outcome.signal is not None:
