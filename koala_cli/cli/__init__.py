@@ -213,6 +213,9 @@ def _run(args: list[str]) -> NoReturn:
         sys.exit(ExitStatus.SIGPIPE)
     except OSError as exc:
         _system_failure(exc, args)
+    except MemoryError:  # freed by now: what held it is gone with the stack
+        say("koala: error: out of memory (an input too large for the memory koala may use?)")
+        sys.exit(ExitStatus.ERROR)
     except BaseExceptionGroup as group:  # the same, inside a task group
         errors, rest = group.split(OSError)
         if errors is None or rest is not None:

@@ -71,6 +71,27 @@ def test_bad_files_are_exit_2(koala: Koala, server: StandIn, tmp_path: Path, set
     assert server.requests == []
 
 
+@pytest.mark.parametrize("option", ["-f", "--system-file"])
+def test_a_device_is_never_read_as_a_file(koala: Koala, server: StandIn, option: str) -> None:
+    # /dev/zero would be read for ever (and fill the memory); a terminal would wait for typing
+    ran = koala("ask", "--base-url", server.base_url, option, "/dev/zero", "hi")
+    assert ran.status == 2
+    assert ran.error_line() == f"{option} /dev/zero: not a regular file or a pipe"
+    assert server.requests == []
+
+
+def test_a_pipe_is_read_as_a_file(koala: Koala, server: StandIn, tmp_path: Path) -> None:
+    reader, writer = os.pipe()  # what `-f <(command)` names
+    os.write(writer, b"piped text")
+    os.close(writer)
+    try:
+        ran = koala("ask", "--dry-run", "--json", "-f", f"/dev/fd/{reader}", "hi")
+    finally:
+        os.close(reader)
+    assert ran.status == 0, ran.error_line()
+    assert "piped text" in json.loads(ran.out)["body"]["input"]
+
+
 def test_the_file_reaches_the_server(koala: Koala, server: StandIn, tmp_path: Path) -> None:
     (tmp_path / "notes.md").write_text("remember the milk")
     server.push(Script([sse("ok")]))
