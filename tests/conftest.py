@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from standin import WAIT, RoutedStandIn, StandIn
 
 # pytest started with SIGINT ignored -- a background job of a script (`pytest &`, `(trap '' INT;
@@ -37,6 +38,12 @@ from standin import WAIT, RoutedStandIn, StandIn
 # Python's own disposition back: a child then starts with SIGINT at its default, as from a shell.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# Property tests check what the code does, not how fast: on a busy 2-core machine hypothesis's
+# per-example deadline and its "input generation is slow" check fail tests that are right
+# (speed lives in bench/).
+settings.register_profile("koala", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("koala")
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
