@@ -1,6 +1,8 @@
-"""koala at scale (issue 10), end to end through the real `koala`: one connection pool per run,
-batch as a streaming pipeline, shards, resume, shared backoff, --rate, the progress line, and
-batch's output always strict JSON (issue 8).
+"""koala at scale (issue 10), end to end through the real `koala`, where the process is the
+point: batch as a streaming pipeline on pipes (a slow producer, a window that stops reading),
+the shared backoff and --rate measured against the clock, the progress line on a terminal and
+Ctrl-C while stdout is stalled.  Pooling, shards, resume, usage errors and strict JSON ids run
+in process: tests/cli/test_batch_runs.py.
 
 The server is ``keepalive.KeepAlive``: it keeps connections open and counts them.  Waits are
 bounded; gates (threading.Event / Barrier) decide when the server answers.
@@ -64,11 +66,6 @@ def batch(server: KeepAlive, *args: str, stdin: bytes | None = None) -> subproce
     return run_koala("batch", "--base-url", server.base_url, "--retries", "0", *args, stdin=stdin)
 
 
-def key(record: dict[str, Any]) -> str:
-    """How a result is known: its id, or (a job without one) its line."""
-    return json.dumps(record["id"]) if "id" in record else f"line {record['line']}"
-
-
 def read_line(proc: subprocess.Popen[bytes], buffer: bytearray, timeout: float = WAIT) -> bytes | None:
     """The next whole line of the process's stdout, or None after ``timeout`` or at its end."""
     assert proc.stdout is not None
@@ -94,33 +91,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode()
-    assert err.count("\n") == 1 and err.startswith("koala: error: "), err
-    return err
-
-
-# --- one client, pooled connections --------------------------------------------------------
-
-
-def test_batch_requests_share_a_pool_of_at_most_concurrency_connections(keepalive: KeepAlive) -> None:
-    prompts = [f"prompt {n}" for n in range(24)]
-    result = batch(keepalive, "--lines", "--concurrency", "4", stdin="\n".join(prompts).encode() + b"\n")
-    assert result.returncode == 0, result.stderr
-    records = ndjson(result.stdout)
-    assert [r["text"] for r in records] == [f"re: {p}" for p in prompts]
-    assert len(keepalive.requests) == 24
-    assert 1 <= keepalive.connections <= 4  # not one connection per job
-
-
-def test_chat_turns_reuse_one_connection(keepalive: KeepAlive) -> None:
-    result = run_koala("chat", "--base-url", keepalive.base_url, stdin=b"one\ntwo\nthree\n")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout == b"re: one\nre: two\nre: three\n"
-    assert len(keepalive.requests) == 3
-    assert keepalive.connections == 1
 
 
 # --- a streaming pipeline ------------------------------------------------------------------
@@ -194,72 +164,6 @@ def _feed(pipe: IO[bytes] | None, data: bytes) -> None:
         pipe.close()
 
 
-# --- shards and resume ---------------------------------------------------------------------
-
-
-def _shard_input() -> bytes:
-    records: list[dict[str, Any]] = []
-    for n in range(45):
-        if n % 3 == 0:
-            records.append({"id": n, "prompt": f"p{n}"})
-        elif n % 3 == 1:
-            records.append({"id": f"s-{n}", "prompt": f"p{n}"})
-        else:
-            records.append({"prompt": f"p{n}"})  # no id: known by its line
-    return jobs(*records)
-
-
-def test_shards_partition_the_jobs_stably(keepalive: KeepAlive) -> None:
-    stdin = _shard_input()
-    everything = ndjson(batch(keepalive, stdin=stdin).stdout)
-    assert len(everything) == 45
-    shards = []
-    for k in (1, 2, 3):
-        result = batch(keepalive, "--shard", f"{k}/3", stdin=stdin)
-        assert result.returncode == 0, result.stderr
-        shards.append([key(r) for r in ndjson(result.stdout)])
-    assert all(shards), "a shard got no job at all"
-    merged = [k for shard in shards for k in shard]
-    assert sorted(merged) == sorted(key(r) for r in everything)  # every job in exactly one shard
-    again = batch(keepalive, "--shard", "2/3", stdin=stdin)
-    assert [key(r) for r in ndjson(again.stdout)] == shards[1]  # stable
-
-
-def test_shard_then_resume_runs_only_that_shards_missing_jobs(keepalive: KeepAlive, tmp_path: Path) -> None:
-    failing = {f"p{n}" for n in range(0, 45, 2)}  # about half of every shard
-
-    def route(request: Request) -> Answer:
-        if request.prompt in failing:
-            return Answer(b"no", status=500, reason="Internal Server Error", headers={"Content-Type": "text/plain"})
-        return echo(request)
-
-    keepalive.route = route
-    stdin = _shard_input()
-    out = tmp_path / "shard1.jsonl"
-    first = batch(keepalive, "--shard", "1/2", stdin=stdin)
-    out.write_bytes(first.stdout)
-    records = ndjson(first.stdout)
-    failed = {key(r) for r in records if not r["ok"]}
-    assert failed and len(failed) < len(records)
-    keepalive.route = echo
-    keepalive.requests.clear()
-    second = batch(keepalive, "--shard", "1/2", "--resume", str(out), stdin=stdin)
-    assert second.returncode == 0, second.stderr
-    rerun = ndjson(second.stdout)
-    assert {key(r) for r in rerun} == failed
-    assert len(keepalive.requests) == len(failed)
-    ok = {key(r) for r in [*records, *rerun] if r["ok"]}
-    assert ok == {key(r) for r in records}  # the shard is now complete, each job once
-
-
-@pytest.mark.parametrize("value", ["0/3", "4/3", "1/0", "x", "1/2/3", "-1/2"])
-def test_a_bad_shard_is_a_usage_error(keepalive: KeepAlive, value: str) -> None:
-    result = batch(keepalive, "--lines", "--shard", value, stdin=b"a\n")
-    assert result.returncode == 2
-    assert "--shard" in one_line_error(result)
-    assert keepalive.requests == []
-
-
 # --- rate limits and the shared backoff ----------------------------------------------------
 
 
@@ -314,14 +218,6 @@ def test_rate_per_minute(keepalive: KeepAlive) -> None:
     assert result.returncode == 0, result.stderr
     arrivals = sorted(r.arrived for r in keepalive.requests)
     assert arrivals[2] - arrivals[0] >= 0.9  # 120/m: 0.5 s apart
-
-
-@pytest.mark.parametrize("value", ["0/s", "5", "x/s", "5/h", "-1/m", "inf/s", "nan/s"])
-def test_a_bad_rate_is_a_usage_error(keepalive: KeepAlive, value: str) -> None:
-    result = batch(keepalive, "--lines", "--rate", value, stdin=b"a\n")
-    assert result.returncode == 2
-    assert "--rate" in one_line_error(result)
-    assert keepalive.requests == []
 
 
 # --- the progress line ---------------------------------------------------------------------
@@ -381,41 +277,6 @@ def test_progress_line_for_a_pipe_ends_with_zero_in_flight(keepalive: KeepAlive)
     last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
     assert "2 done, 0 failed, 0 in flight" in last, seen
     assert "ETA" not in last  # no total to count from a pipe
-
-
-# --- ids: strict JSON out, no collisions (issue 8) -----------------------------------------
-
-
-def test_non_finite_ids_are_bad_lines_and_every_output_line_is_strict_json(keepalive: KeepAlive) -> None:
-    stdin = (
-        b'{"id": 1e400, "prompt": "a"}\n{"id": NaN, "prompt": "b"}\n{"id": -Infinity, "prompt": "c"}\n'
-        b'{"id": [1, Infinity], "prompt": "d"}\n{"id": 5, "prompt": "e"}\n'
-    )
-    result = batch(keepalive, stdin=stdin)
-    assert result.returncode == 2
-    records = ndjson(result.stdout)  # strict: fails on NaN or Infinity anywhere
-    assert [r["ok"] for r in records] == [False, False, False, False, True]
-    for record, line in zip(records[:4], (1, 2, 3, 4), strict=True):
-        assert record["line"] == line
-        assert record["error"]["exit_status"] == 2
-        assert "id" in record["error"]["message"]
-    assert keepalive.prompts() == ["e"]
-
-
-def test_a_job_without_an_id_never_collides_with_an_explicit_one(keepalive: KeepAlive, tmp_path: Path) -> None:
-    stdin = jobs({"id": 2, "prompt": "a"}, {"prompt": "b"}, {"id": 1, "prompt": "c"}, {"prompt": "d"})
-    result = batch(keepalive, stdin=stdin)
-    assert result.returncode == 0, result.stderr
-    records = ndjson(result.stdout)
-    assert [r["text"] for r in records] == ["re: a", "re: b", "re: c", "re: d"]
-    assert [key(r) for r in records] == ["2", "line 2", "1", "line 4"]
-    assert "id" not in records[1] and "id" not in records[3]
-    out = tmp_path / "out.jsonl"
-    out.write_bytes(result.stdout)
-    keepalive.requests.clear()
-    again = batch(keepalive, "--resume", str(out), stdin=stdin)
-    assert (again.returncode, again.stdout) == (0, b"")
-    assert keepalive.requests == []  # resume knows the id-less jobs by their line
 
 
 def test_ctrl_c_works_while_stdout_is_stalled(keepalive: KeepAlive) -> None:

@@ -2,7 +2,8 @@
 
 Closed and unusable stdin, non-UTF-8 terminal encodings, stdout that fills up while an earlier
 failure is reported, `--version` into /dev/full or a closed pipe, stderr whose reader has gone,
-an internationalised host in --base-url.
+a stdout left non-blocking, almost no file descriptors.  (An internationalised host in
+--base-url and a non-ASCII key need no process: tests/cli/test_international.py.)
 """
 
 from __future__ import annotations
@@ -307,79 +308,6 @@ def test_stderr_reader_gone_keeps_the_exit_status(server: StandIn, case: str, st
         assert result.returncode == status, (gone, result.returncode)
         if status == 0 and case != "batch-failed-job":
             assert result.stdout == b"Hello, world\n"
-
-
-# --- an internationalised host in --base-url -----------------------------------------------
-
-IDN = "http://bücher.example:8"
-PUNY = "http://xn--bcher-kva.example:8"
-
-
-def test_idn_base_url_dry_run_shows_punycode() -> None:
-    result = subprocess.run(
-        [*KOALA, "ask", "--dry-run", "--base-url", IDN, "hi"],
-        stdin=DEVNULL,
-        capture_output=True,
-        timeout=WAIT,
-        check=False,
-    )
-    no_traceback(result.stderr)
-    assert result.returncode == 0, result.stderr
-    text = result.stdout.decode()
-    assert f"POST {PUNY}/api/gpt/" in text
-    assert f"Origin: {PUNY}\n" in text
-    assert f"Referer: {PUNY}/chat\n" in text
-
-
-@pytest.mark.parametrize("provider", ["koala", "openai"])
-def test_idn_base_url_is_sent_as_punycode(server: StandIn, provider: str) -> None:
-    """Through the stand-in as a forward proxy, so the name need not resolve."""
-    env = {k: v for k, v in os.environ.items() if k.upper() != "NO_PROXY"}
-    result = subprocess.run(
-        [
-            *KOALA,
-            "ask",
-            "--provider",
-            provider,
-            "-m",
-            "m",
-            "--base-url",
-            IDN,
-            "--proxy",
-            server.base_url,
-            "--retries",
-            "0",
-            "hi",
-        ],
-        stdin=DEVNULL,
-        capture_output=True,
-        timeout=WAIT,
-        check=False,
-        env=env,
-    )
-    no_traceback(result.stderr)
-    assert result.returncode == 0, result.stderr
-    request = server.requests[0]
-    assert request.path.startswith(PUNY + "/")
-    if provider == "koala":
-        assert request.headers["origin"] == PUNY
-        assert request.headers["referer"] == PUNY + "/chat"
-
-
-def test_non_ascii_key_is_a_usage_error_everywhere(server: StandIn) -> None:
-    for env_or_option in ("env", "option"):
-        key = "sk-ключ-0123456789"
-        args = ["ask", "--base-url", server.base_url, "hi"]
-        env = dict(os.environ)
-        if env_or_option == "env":
-            env["KOALA_API_KEY"] = key
-        else:
-            args[1:1] = ["--api-key", key]
-        result = subprocess.run([*KOALA, *args], stdin=DEVNULL, capture_output=True, timeout=WAIT, check=False, env=env)
-        no_traceback(result.stderr)
-        assert result.returncode == 2, result.stderr
-        assert key.encode() not in result.stderr + result.stdout
-    assert server.requests == []
 
 
 # --- a stdout left non-blocking by whoever started koala ------------------------------------
