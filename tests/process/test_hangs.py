@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -56,23 +55,15 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
 # --- -H naming something that is not a regular file ----------------------------------------
 
 
-@pytest.fixture(params=["fifo", "socket", "devnull", "terminal"])
+@pytest.fixture(params=["fifo", "terminal"])
 def special(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """A path that names no regular file: a FIFO without a writer, a listening Unix socket,
-    a character device that reads as empty, and one that blocks (a pseudo-terminal)."""
-    kind = request.param
-    if kind == "fifo":
+    """A path that names no regular file and would block whoever reads it: a FIFO without a
+    writer, a pseudo-terminal.  (A Unix socket and /dev/null cannot block, and run in
+    process: tests/cli/test_history_special_files.py.)"""
+    if request.param == "fifo":
         path = tmp_path / "fifo"
         os.mkfifo(path)
         yield path
-    elif kind == "socket":
-        path = tmp_path / "sock"
-        with socket.socket(socket.AF_UNIX) as listener:
-            listener.bind(str(path))
-            listener.listen()
-            yield path
-    elif kind == "devnull":
-        yield Path(os.devnull)
     else:
         leader, follower = os.openpty()
         try:
