@@ -47,6 +47,15 @@ settings.load_profile("koala")
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`pytest -n auto` (pytest-xdist, as the README runs the suite): two workers a CPU.  Much
+    of the suite's time is waiting -- for koala processes to start and end, for timeouts,
+    locks and paced servers -- and a second worker a core fills it; every test is safe in
+    parallel (ports from the OS, tmp_path only, no process-group signals)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * cpus
+
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
