@@ -205,12 +205,14 @@ def test_a_retry_after_pauses_every_start_with_one_notice(keepalive: KeepAlive) 
 
 
 def test_rate_spaces_the_starts(keepalive: KeepAlive) -> None:
-    result = batch(keepalive, "--lines", "--concurrency", "8", "--rate", "10/s", stdin=b"a\nb\nc\nd\ne\n")
+    """5/s: starts 0.2 s apart.  The arrivals are noted by the server's threads, which a busy
+    machine (parallel tests) may wake some tens of milliseconds late: 0.04 s of slack."""
+    result = batch(keepalive, "--lines", "--concurrency", "8", "--rate", "5/s", stdin=b"a\nb\nc\nd\ne\n")
     assert result.returncode == 0, result.stderr
     arrivals = sorted(r.arrived for r in keepalive.requests)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert len(gaps) == 4
-    assert min(gaps) >= 0.08, gaps  # 10/s: 0.1 s apart (less a little timer slack)
+    assert min(gaps) >= 0.16, gaps  # 5/s: 0.2 s apart (less the slack)
 
 
 def test_rate_per_minute(keepalive: KeepAlive) -> None:
