@@ -19,13 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, read_exactly
+from conftest import KOALA, WAIT, read_exactly
 from standin import Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
 PIPE = subprocess.PIPE
-WAIT = 20.0  # the longest a koala run may take before the test calls it hung
 PRIOR = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'
 WAITING = b"koala: waiting for "  # the start of the notice koala prints once after a second of waiting
 
@@ -116,11 +115,11 @@ def held(path: Path, operation: int) -> Iterator[None]:
 def wait_for_notice(proc: subprocess.Popen[bytes], path: Path) -> bytes:
     """koala's one stderr line saying what it waits for, read without blocking the test."""
     assert proc.stderr is not None
-    line = read_exactly(proc.stderr.fileno(), len(WAITING), timeout=10)
+    line = read_exactly(proc.stderr.fileno(), len(WAITING))
     assert line == WAITING, f"no waiting notice, got {line!r}"
     rest = b""
     while not rest.endswith(b"\n"):
-        piece = read_exactly(proc.stderr.fileno(), 1, timeout=10)
+        piece = read_exactly(proc.stderr.fileno(), 1)
         assert piece, rest
         rest += piece
     assert str(path).encode() in rest and b"lock" in rest, rest

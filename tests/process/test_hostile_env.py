@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA
+from conftest import KOALA, WAIT
 from standin import DROP, Repeat, Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
-WAIT = 30.0
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 

@@ -10,12 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import KOALA
+from conftest import KOALA, WAIT
 from standin import Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
-WAIT = 30.0
 OSC = "\x1b]0;pwned\x07"  # retitles a terminal
 
 

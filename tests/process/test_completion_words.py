@@ -1,5 +1,6 @@
 """Issue 11: completion offers profile names after -p, role names after -r and the server's
-models after -m, from koala itself (a short time limit; the models cached)."""
+models after -m, from koala itself (a short time limit; the models cached).  A real bash runs
+the completion script, which runs the real `koala`: these are process tests."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from conftest import run_koala
 from daily_helpers import Dirs
 from standin import Script, StandIn
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+pytestmark = [pytest.mark.subprocess, pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")]
 
 
 def complete(script: Path, *words: str) -> list[str]:
