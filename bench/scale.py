@@ -364,9 +364,11 @@ def bench_many(suite: Suite) -> None:
     check_runs(suite, f"koala batch ({tenth:,} jobs)", runs["part"], part_starts)
     full_rss, part_rss = runs["full"][0].rss_kib, runs["part"][0].rss_kib
     ratio = full_rss / part_rss
+    per_job = (full_rss - part_rss) * 1024 / max(count - tenth, 1)  # what is left growing with the jobs
+    times = f"time {ms(runs['full'][0].wall)} vs {ms(runs['part'][0].wall)}"
     suite.row(
         "many",
-        f"peak RSS, {count:,} jobs vs {tenth:,} (time {ms(runs['full'][0].wall)} vs {ms(runs['part'][0].wall)})",
+        f"peak RSS, {count:,} jobs vs {tenth:,} ({per_job:+.0f} bytes a job; {times})",
         mib(full_rss),
         mib(part_rss),
         f"{ratio:.2f}x",
