@@ -114,6 +114,12 @@ class LazyGroup(TyperGroup):
         super().__init__(**attrs)
         self.commands = LazyCommands(FACTORIES)
 
+    def invoke(self, ctx: Any) -> Any:
+        from .exits import reported_interrupt
+
+        with reported_interrupt():  # a subcommand's parsing and run
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
 

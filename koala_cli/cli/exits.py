@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -98,3 +99,16 @@ def silence_stdout() -> None:
         os.close(devnull)
     except OSError:  # no file descriptor left for /dev/null: nothing more can be done
         pass
+
+
+@contextmanager
+def reported_interrupt() -> Iterator[None]:
+    """Ctrl-C outside a guarded run -- koala blocked before its own signal handling (a config
+    FIFO with no writer, a stdin pipe still open, a stalled `history show`) -- is reported as
+    every interruption is: one line, 130.  Typer alone would exit 130 without a word."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        import signal
+
+        fail(Interrupted(signal.SIGINT), None, bool(os.environ.get("KOALA_DEBUG")))

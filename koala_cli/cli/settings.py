@@ -9,8 +9,6 @@ after a first look at the arguments for ``-p`` and ``--no-config``; ``--help`` r
 """
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -47,22 +45,9 @@ _OPTION_NAMES = {
 
 
 class ProfiledCommand(TyperCommand):
-    """A command whose option defaults come from the config file's profile.
-
-    Ctrl-C while it blocks before any signal handling of its own (a config FIFO with no
-    writer, a stdin pipe still open) is reported like any interruption: Typer alone would
-    turn it into a silent exit 130.
-    """
+    """A command whose option defaults come from the config file's profile."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        with _reported_interrupt("--debug" in args):
-            return self._parse_args(ctx, args)
-
-    def invoke(self, ctx: Any) -> Any:
-        with _reported_interrupt(bool(ctx.params.get("debug"))):
-            return super().invoke(ctx)
-
-    def _parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not ctx.resilient_parsing:
             opts, _, _ = self.make_parser(ctx).parse_args(args=list(args))
             if not opts.get("help"):
@@ -75,18 +60,6 @@ class ProfiledCommand(TyperCommand):
                 given = {_OPTION_NAMES[k]: v for k, v in resolved.from_file().items() if k in _OPTION_NAMES}
                 ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in given.items() if k in names}}
         return super().parse_args(ctx, args)
-
-
-@contextmanager
-def _reported_interrupt(debug: bool) -> Iterator[None]:
-    try:
-        yield
-    except KeyboardInterrupt:
-        import signal
-
-        from ..errors import Interrupted
-
-        fail(Interrupted(signal.SIGINT), None, debug or bool(os.environ.get("KOALA_DEBUG")))
 
 
 def load_settings(profile: str | None, no_config: bool) -> "Resolved":

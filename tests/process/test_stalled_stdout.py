@@ -90,3 +90,14 @@ def test_piped_chat_into_a_stalled_pipe_ends_on_sigint(server: StandIn, tmp_path
     assert returncode == 130
     assert err == b"koala: interrupted by SIGINT\n"
     assert path.read_bytes() == HISTORY_BYTES
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_history_show_into_a_stalled_pipe_ends_on_sigint(tmp_path: Path, json_flag: list[str]) -> None:
+    path = tmp_path / "long.jsonl"
+    turn = json.dumps({"role": "user", "content": "x" * 400}) + "\n"
+    path.write_text(turn * 2000)  # 800 kB: far more than a pipe holds
+    returncode, out, err = _stalled(["history", "show", *json_flag, str(path)], signal.SIGINT)
+    assert returncode == 130
+    assert err == b"koala: interrupted by SIGINT\n"
+    assert out
