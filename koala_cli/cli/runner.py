@@ -97,32 +97,24 @@ class StallAware:
         self._writer = writer
 
     def start(self, model: str) -> None:
-        _STATE.writing = True
-        try:
-            self._writer.start(model)
-        finally:
-            _STATE.writing = False
+        _writing(self._writer.start, model)
 
     def chunks(self, batch: list[str]) -> None:
-        _STATE.writing = True
-        try:
-            self._writer.chunks(batch)
-        finally:
-            _STATE.writing = False
+        _writing(self._writer.chunks, batch)
 
     def done(self, reply: Reply) -> None:
-        _STATE.writing = True
-        try:
-            self._writer.done(reply)
-        finally:
-            _STATE.writing = False
+        _writing(self._writer.done, reply)
 
     def error(self, message: str, exit_status: int) -> None:
-        _STATE.writing = True
-        try:
-            self._writer.error(message, exit_status)
-        finally:
-            _STATE.writing = False
+        _writing(self._writer.error, message, exit_status)
+
+
+def _writing(write: Callable[..., None], *args: Any) -> None:
+    _STATE.writing = True
+    try:
+        write(*args)
+    finally:
+        _STATE.writing = False
 
 
 def _ending(signum: int, frame: FrameType | None) -> None:
