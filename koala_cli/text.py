@@ -110,7 +110,11 @@ def url_secrets(url: str) -> list[str]:
         userinfo = url[start : start + at]
         found |= {userinfo, userinfo.partition(":")[2]}
     for value in list(found):
-        found |= {unquote(value), quote(value, safe=":"), quote(unquote(value), safe=":"), repr(value)[1:-1]}
+        quoted = (
+            quote(value, safe=":", errors="surrogateescape"),
+            quote(unquote(value), safe=":", errors="surrogateescape"),
+        )
+        found |= {unquote(value), *quoted, repr(value)[1:-1]}  # (surrogates: undecoded bytes of a C locale)
     return sorted((s for s in found if len(s) >= MIN_SECRET), key=len, reverse=True)
 
 

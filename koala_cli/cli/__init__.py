@@ -199,7 +199,8 @@ def _run(args: list[str]) -> NoReturn:
 
     command = typer.main.get_command(app)
     try:
-        status = command.main(args=args, prog_name="koala", standalone_mode=False)
+        debug = "--debug" in args or bool(os.environ.get("KOALA_DEBUG"))
+        status = command.main(args=args, prog_name="koala", standalone_mode=False, obj={"debug": debug})
         sys.stdout.flush()  # help text still buffered: its failure is reported here, not at exit
     except NoArgsIsHelpError as exc:  # `koala history`: its help, on stderr
         sys.stderr.write(exc.format_message() + "\n")
@@ -214,9 +215,10 @@ def _run(args: list[str]) -> NoReturn:
     except OSError as exc:
         _system_failure(exc, args)
     except MemoryError:  # freed by now: what held it is gone with the stack
-        say("koala: error: out of memory (an input too large for the memory koala may use?)")
-        sys.exit(ExitStatus.ERROR)
+        _out_of_memory()
     except BaseExceptionGroup as group:  # the same, inside a task group
+        if group.subgroup(MemoryError) is not None:
+            _out_of_memory()
         errors, rest = group.split(OSError)
         if errors is None or rest is not None:
             raise
@@ -230,6 +232,13 @@ def _run(args: list[str]) -> NoReturn:
             sys.exit(ExitStatus.SIGPIPE)
         raise exit_ from None
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _out_of_memory() -> NoReturn:
+    from .exits import say
+
+    say("koala: error: out of memory (an input too large for the memory koala may use?)")
+    sys.exit(ExitStatus.ERROR)
 
 
 _WRITE_FAILURES = frozenset((errno.ENOSPC, errno.EFBIG, errno.EDQUOT))

@@ -117,7 +117,7 @@ class LazyGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         from .exits import reported_interrupt
 
-        with reported_interrupt():  # a subcommand's parsing and run
+        with reported_interrupt(bool((ctx.obj or {}).get("debug"))):  # a subcommand's parsing and run
             return super().invoke(ctx)
 
     def list_commands(self, ctx: Any) -> list[str]:

@@ -88,11 +88,12 @@ def ask(
     try:
         if max_turns is not None and max_turns < 0:
             raise UsageError(f"--max-turns must be 0 or more, not {max_turns}")
+        history = continued(history, continue_)  # before the prompt is read or edited: nothing typed is lost
         options = AskOptions(
             prompt=_prompt(prompt or [], files or [], edit),
             model=turn.model or "",
             system=turn.system_text(),
-            history=continued(history, continue_),
+            history=history,
             max_turns=max_turns,
             connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
         )

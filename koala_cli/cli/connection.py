@@ -158,7 +158,8 @@ def check_url(option: str, url: str) -> str:
     from .exits import hide
 
     hide(*url_secrets(url))
-    url = check_text(option, url)
+    url = check_text(option, url)  # under a C locale: the text of the bytes given
+    hide(*url_secrets(url))
     shown = mask_url(url)
     if option == "--base-url" and not url.lower().startswith(("http://", "https://")):
         raise UsageError(f"--base-url must start with http:// or https://, not {shown!r}")

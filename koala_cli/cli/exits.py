@@ -102,7 +102,7 @@ def silence_stdout() -> None:
 
 
 @contextmanager
-def reported_interrupt() -> Iterator[None]:
+def reported_interrupt(debug: bool = False) -> Iterator[None]:
     """Ctrl-C outside a guarded run -- koala blocked before its own signal handling (a config
     FIFO with no writer, a stdin pipe still open, a stalled `history show`) -- is reported as
     every interruption is: one line, 130.  Typer alone would exit 130 without a word."""
@@ -111,4 +111,4 @@ def reported_interrupt() -> Iterator[None]:
     except KeyboardInterrupt:
         import signal
 
-        fail(Interrupted(signal.SIGINT), None, bool(os.environ.get("KOALA_DEBUG")))
+        fail(Interrupted(signal.SIGINT), None, debug)

@@ -68,6 +68,10 @@ def load_settings(profile: str | None, no_config: bool) -> "Resolved":
 
     if profile is None:
         profile = os.environ.get("KOALA_PROFILE") or None
+    if profile is not None:
+        from .options import check_text
+
+        profile = check_text("-p/--profile", profile)  # under a C locale: the text of the bytes given
     config = load_config(config_path(os.environ, no_config=no_config))
     return resolve(config, profile, os.environ)
 

@@ -167,6 +167,16 @@ def editor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
+@pytest.mark.parametrize("misuse", [["-c", "-H", "x.jsonl"], ["-c"]], ids=["with -H", "no last conversation"])
+def test_continue_is_refused_before_the_editor_opens(
+    koala: Koala, server: StandIn, editor: Path, misuse: list[str]
+) -> None:
+    ran = koala("ask", "--base-url", server.base_url, *misuse, "-e", "draft")
+    assert ran.status == 2
+    assert not editor.exists()  # nothing typed in it is lost
+    assert server.requests == []
+
+
 def test_edit_the_composed_prompt(koala: Koala, server: StandIn, editor: Path) -> None:
     server.push(Script([sse("ok")]))
     ran = koala("ask", "--base-url", server.base_url, "-e", "draft", stdin=b"piped\n")

@@ -75,3 +75,29 @@ def test_ctrl_c_while_stdin_is_still_open() -> None:
         os.close(writer)
     assert status == 130
     assert err == b"koala: interrupted by SIGINT\n"
+
+
+def test_url_credentials_under_a_c_locale_are_masked_not_a_traceback() -> None:
+    url = "https://u:pässwörd@example.com/?api_key=sëcret"
+    result = run_koala("ask", "--dry-run", "--base-url", url, "hi", env=C_LOCALE)
+    assert result.returncode == 0, result.stderr
+    assert "pässwörd".encode() not in result.stdout and "sëcret".encode() not in result.stdout
+    assert b"***" in result.stdout
+
+
+def test_proxy_credentials_under_a_c_locale_are_not_a_traceback() -> None:
+    env = {**C_LOCALE, "HTTPS_PROXY": "http://u:pässwörd@127.0.0.1:9"}
+    result = run_koala("ask", "--dry-run", "--proxy", "http://u:pässwörd@127.0.0.1:9", "hi", env=env)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert "pässwörd".encode() not in result.stdout + result.stderr
+
+
+def test_a_profile_name_under_a_c_locale(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[profiles."prôfile"]\nmodel = "chosen"\n', encoding="utf-8")
+    config.chmod(0o600)
+    env = {**C_LOCALE, "KOALA_CONFIG": str(config)}
+    result = run_koala("ask", "--dry-run", "--json", "-p", "prôfile", "hi", env=env)
+    assert result.returncode == 0, result.stderr
+    assert b'"model":"chosen"' in result.stdout

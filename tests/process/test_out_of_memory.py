@@ -3,6 +3,7 @@
 import resource
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import KOALA, WAIT
@@ -49,3 +50,14 @@ def test_an_endless_stdin_is_one_line_not_a_traceback() -> None:
     assert proc.returncode == 1
     assert out == b""
     assert err == b"koala: error: out of memory (an input too large for the memory koala may use?)\n"
+
+
+def test_a_history_too_large_for_memory_is_one_line(tmp_path: Path) -> None:
+    history = tmp_path / "huge.jsonl"
+    with history.open("wb") as file:  # sparse: 2 GiB of NULs without the disk space
+        file.truncate(2 << 30)
+    result = subprocess.run(
+        [*KOALA, "history", "show", str(history)], capture_output=True, timeout=WAIT, preexec_fn=_limited, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == b"koala: error: out of memory (an input too large for the memory koala may use?)\n"
