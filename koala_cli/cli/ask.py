@@ -13,9 +13,10 @@ from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Continue, Debug, TurnOptions, check_text, continued, expand_options
 from .requestlog import Logged, LogOptions
-from .runner import StallAware, run_guarded
+from .runner import run_guarded
 from .sampling import SamplingOptions
 from .settings import settings_of
+from .stall import StallAware
 from .stdio import notice, read_stdin, write_out
 
 if TYPE_CHECKING:

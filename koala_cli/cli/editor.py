@@ -41,7 +41,7 @@ def edit(text: str, what: str = "-e/--edit") -> str:
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(text.encode("utf-8", "surrogateescape"))
-        with _terminal() as (stdin, stdout):
+        with _terminal() as (stdin, stdout), _keyboard_to_the_editor():
             try:
                 status = subprocess.call([*command, name], stdin=stdin, stdout=stdout)
             except OSError as exc:
@@ -62,6 +62,27 @@ def edit(text: str, what: str = "-e/--edit") -> str:
     if not edited.strip():
         raise UsageError("the edited prompt is empty; nothing was sent")
     return edited
+
+
+@contextlib.contextmanager
+def _keyboard_to_the_editor() -> Iterator[None]:
+    """While the editor runs, Ctrl-C and Ctrl-\\ (sent to koala and the editor alike) are the
+    editor's to handle: koala waits, as git does.  A handler that does nothing, not SIG_IGN,
+    so the editor starts with the signals at their defaults; an ignored one stays ignored."""
+    import signal
+
+    def wait(signum: int, frame: object) -> None:
+        pass
+
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGQUIT)}
+    kept = {signum: handler for signum, handler in kept.items() if handler not in (None, signal.SIG_IGN)}
+    for signum in kept:
+        signal.signal(signum, wait)
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import anyio
 
-    from ..output import Writer
-    from ..turn import Reply
-
 from ..errors import ExitStatus, KoalaError
+from . import stall
 
-__all__ = ["Outcome", "StallAware", "reporting_interrupt", "restore_signals", "run_guarded"]
+__all__ = ["Outcome", "reporting_interrupt", "restore_signals", "run_guarded"]
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -52,7 +50,6 @@ class _Signals:
     noted: list[int] = field(default_factory=list)  # caught by ``_note`` outside the watch
     previous: dict[int, Handler] = field(default_factory=dict)  # handlers to restore
     ending: int | None = None  # the exit status once a signal has stopped the work
-    writing: bool = False  # a reply is being written to stdout (see ``StallAware``)
     reported: bool = False  # its one stderr line is written
 
 
@@ -68,53 +65,7 @@ def _watched() -> list[signal.Signals]:
 
 def _note(signum: int, frame: FrameType | None) -> None:
     _STATE.noted.append(signum)
-    if _STATE.writing:
-        _abandon_stalled_stdout()
-
-
-def _abandon_stalled_stdout() -> None:
-    """A signal came while a reply was being written: if stdout takes nothing now (a reader
-    that stopped reading, a terminal held with Ctrl-S), point it at /dev/null.  The write
-    blocked there, which Python retries after this handler, then ends at once, and the
-    signal can stop the work.  The reader keeps what it has not read yet; the piece being
-    written when stdout was let go may be cut."""
-    import select
-
-    with suppress(OSError, ValueError):
-        if not select.select([], [1], [], 0)[1]:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.close(devnull)
-
-
-class StallAware:
-    """A reply's writer (``koala_cli.output.Writer``) whose stdout a signal may abandon when
-    it has stalled: without it, a reader that stops reading keeps Ctrl-C from ending koala."""
-
-    __slots__ = ("_writer",)
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-
-    def start(self, model: str) -> None:
-        _writing(self._writer.start, model)
-
-    def chunks(self, batch: list[str]) -> None:
-        _writing(self._writer.chunks, batch)
-
-    def done(self, reply: Reply) -> None:
-        _writing(self._writer.done, reply)
-
-    def error(self, message: str, exit_status: int) -> None:
-        _writing(self._writer.error, message, exit_status)
-
-
-def _writing(write: Callable[..., None], *args: Any) -> None:
-    _STATE.writing = True
-    try:
-        write(*args)
-    finally:
-        _STATE.writing = False
+    stall.signalled(signum)  # a reply blocked on a stalled stdout must still end
 
 
 def _ending(signum: int, frame: FrameType | None) -> None:
@@ -210,6 +161,8 @@ class _Guard:
         outcome = self.outcome
         async with anyio.create_task_group() as group:
             await group.start(self._watch, reader, group.cancel_scope)
+            for signum in list(_STATE.noted):  # came before the wakeup socket was in place
+                self._stop(signum, group.cancel_scope)
             try:
                 outcome.value = await work()
             except (KoalaError, BrokenPipeError) as exc:

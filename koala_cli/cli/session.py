@@ -12,7 +12,8 @@ from ..errors import ExitStatus, Interrupted, KoalaError, UsageError
 from .exits import fail, finish, tell_writer
 from .options import check_text
 from .requestlog import Logged, LogOptions
-from .runner import Outcome, StallAware, restore_signals, run_guarded
+from .runner import Outcome, restore_signals, run_guarded
+from .stall import StallAware, abandoned
 from .stdio import notice, write_out
 
 if TYPE_CHECKING:
@@ -233,6 +234,9 @@ class Session:
     def _settle(self, outcome: "Outcome", writer: "Writer", text: str) -> int | None:
         """After a turn: the conversation grows by it, or the failure is told; an exit status
         when the chat must end."""
+        gone = abandoned()
+        if gone is not None:  # a signal let a stalled stdout go: no reply can be shown any more
+            fail(Interrupted(gone), None, self.debug)
         if outcome.signal is not None:
             tell_writer(writer, "interrupted", ExitStatus.for_signal(outcome.signal))
             if outcome.signal != signal.SIGINT or not self.interactive:

@@ -28,11 +28,15 @@ def _blocked_writing(proc: "subprocess.Popen[bytes]") -> None:
     raise AssertionError("koala never blocked writing")
 
 
-def _stalled(args: list[str], signum: int, stdin: int | None = subprocess.DEVNULL) -> tuple[int, bytes, bytes]:
-    """Run koala with a stdout pipe that is never read; signal it once it blocks there."""
+def _stalled(
+    args: list[str], signum: int, stdin: int | None = subprocess.DEVNULL, *, both: bool = False
+) -> tuple[int, bytes, bytes]:
+    """Run koala with a stdout pipe that is never read (``both``: stderr into it too, as
+    ``2>&1``); signal it once it blocks there."""
     reader, writer = os.pipe()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    proc = subprocess.Popen([*KOALA, *args], stdin=stdin, stdout=writer, stderr=subprocess.PIPE, env=env)
+    stderr = writer if both else subprocess.PIPE
+    proc = subprocess.Popen([*KOALA, *args], stdin=stdin, stdout=writer, stderr=stderr, env=env)
     os.close(writer)
     try:
         _blocked_writing(proc)
@@ -42,7 +46,7 @@ def _stalled(args: list[str], signum: int, stdin: int | None = subprocess.DEVNUL
         out = b""
         while chunk := _read(reader):
             out += chunk
-        return proc.returncode, out, err
+        return proc.returncode, out, err or b""
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -101,3 +105,37 @@ def test_history_show_into_a_stalled_pipe_ends_on_sigint(tmp_path: Path, json_fl
     assert returncode == 130
     assert err == b"koala: interrupted by SIGINT\n"
     assert out
+
+
+def test_a_signal_while_the_done_record_is_stalled_saves_nothing(server: StandIn, tmp_path: Path) -> None:
+    # the chunk records fit in the pipe, the done record (which repeats the text) does not:
+    # the reply is not complete on stdout, so it must not count as complete anywhere
+    path = history_file(tmp_path)
+    server.push(Script([sse("y" * 4000)] * 10))
+    args = ["ask", "--base-url", server.base_url, "--retries", "0", "--json", "-H", str(path), "hi"]
+    returncode, out, err = _stalled(args, signal.SIGINT)
+    assert returncode == 130
+    assert err == b"koala: interrupted by SIGINT\n"
+    assert b'"type":"done"' not in out.rsplit(b"\n", 1)[0]  # no whole done record
+    assert path.read_bytes() == HISTORY_BYTES
+
+
+def test_stderr_into_the_same_stalled_pipe_does_not_hang_the_line(server: StandIn) -> None:
+    server.push(Script([sse("z" * 4096)] * 100))
+    args = ["ask", "--base-url", server.base_url, "--retries", "0", "hi"]
+    returncode, _, _ = _stalled(args, signal.SIGINT, both=True)
+    assert returncode == 130
+
+
+def test_interactive_chat_ends_when_its_stalled_stdout_is_let_go(server: StandIn, tmp_path: Path) -> None:
+    server.push(Script(REPLY))
+    master, slave = os.openpty()  # typed messages; the replies go into a pipe nobody reads
+    os.write(master, b"hi\r")
+    try:
+        args = ["chat", "--base-url", server.base_url, "--retries", "0"]
+        returncode, _, err = _stalled(args, signal.SIGINT, stdin=slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert returncode == 130  # not back at the prompt, writing every later reply into /dev/null
+    assert err.endswith(b"koala: interrupted by SIGINT\n")
