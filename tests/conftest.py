@@ -160,6 +160,9 @@ def _fresh_process_state() -> None:
     transport = sys.modules.get("koala_cli.transport")
     if transport is not None:
         transport._CONTEXTS.clear()
+    stall = sys.modules.get("koala_cli.cli.stall")
+    if stall is not None:  # no stdout let go by an earlier run
+        stall._STATE = stall._State()
 
 
 # --- the real command as a process ----------------------------------------------------------
