@@ -305,13 +305,20 @@ def read_until(fd: int, needle: bytes, timeout: float = WAIT, limit: int = 1 << 
 # --- what every command's failure looks like ------------------------------------------------
 
 
+def no_traceback(err: bytes) -> None:
+    """Nothing on stderr that only a crash writes: a traceback, an ignored exception, a fatal error."""
+    assert b"Traceback" not in err, err
+    assert b"Exception ignored" not in err, err
+    assert b"Fatal Python error" not in err, err
+
+
 def error_line(result: subprocess.CompletedProcess[bytes] | bytes, *, debug: bool = False) -> str:
     """The `koala: error:` line that must end stderr (after notices, or a traceback with
     ``debug``); no traceback otherwise."""
-    err = (result.stderr if isinstance(result, subprocess.CompletedProcess) else result).decode()
+    raw = result.stderr if isinstance(result, subprocess.CompletedProcess) else result
+    err = raw.decode()
     if not debug:
-        assert "Traceback" not in err, err
-        assert "Exception ignored" not in err, err
+        no_traceback(raw)
     lines = err.splitlines()
     assert lines, "no error message"
     assert err.endswith("\n"), err
@@ -367,6 +374,7 @@ def jsonl(records: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 HISTORY_BYTES = jsonl(HISTORY)
+PRIOR = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'  # one turn, saved compactly
 
 
 def history_file(tmp_path: Path, data: bytes = HISTORY_BYTES) -> Path:

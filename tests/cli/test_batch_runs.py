@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import invoke, one_line_error
 from keepalive import Answer, KeepAlive, Request, echo
 
 
@@ -54,12 +54,6 @@ def batch(server: KeepAlive, *args: str, stdin: bytes | None = None) -> subproce
 def key(record: dict[str, Any]) -> str:
     """How a result is known: its id, or (a job without one) its line."""
     return json.dumps(record["id"]) if "id" in record else f"line {record['line']}"
-
-
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode()
-    assert err.count("\n") == 1 and err.startswith("koala: error: "), err
-    return err
 
 
 # --- one client, pooled connections --------------------------------------------------------

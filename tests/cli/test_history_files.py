@@ -10,10 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import PRIOR, invoke
 from standin import StandIn
-
-PRIOR = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'
 
 
 def test_success_saves_the_turn_once(server: StandIn, tmp_path: Path) -> None:

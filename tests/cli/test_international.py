@@ -7,15 +7,8 @@ tests/process/test_hostile_env.py.)
 from __future__ import annotations
 
 import pytest
-from conftest import invoke
+from conftest import invoke, no_traceback
 from standin import StandIn
-
-
-def no_traceback(err: bytes) -> None:
-    assert b"Traceback" not in err, err
-    assert b"Exception ignored" not in err, err
-    assert b"Fatal Python error" not in err, err
-
 
 # --- an internationalised host in --base-url -----------------------------------------------
 

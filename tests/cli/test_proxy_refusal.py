@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from conftest import invoke
+from conftest import invoke, one_line_error
 from standin import Script, StandIn
 
 PROXY_AUTH = Script(
@@ -48,22 +48,13 @@ def koala(*args: str, no_proxy: str | None = None, stdin: bytes | None = None) -
     return invoke(*args, stdin=stdin, env={"NO_PROXY": no_proxy} if no_proxy is not None else None)
 
 
-def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode()
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("koala: error: "), err
-    return lines[0]
-
-
 @pytest.mark.parametrize("target", ["http://koala.invalid", "https://koala.invalid"])
 def test_a_proxy_asking_for_credentials_is_the_proxys_refusal(proxy: StandIn, target: str) -> None:
     proxy.default = PROXY_AUTH
     url = proxy.base_url.replace("http://", "http://user:secret@")
     result = koala("ask", "--base-url", target, "--proxy", url, "--retries", "2", "hi")
     assert result.returncode == 3, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert re.search(r"proxy http://\*\*\*@127\.0\.0\.1:\d+ refused: 407 Proxy Authentication Required", line), line
     assert "secret" not in line
     assert len(proxy.requests) == 1  # a refusal is not retried
@@ -75,7 +66,7 @@ def test_squids_deny_page_is_the_proxys_refusal(proxy: StandIn) -> None:
     proxy.default = SQUID_DENY
     result = koala("ask", "--base-url", "http://koala.invalid", "--proxy", proxy.base_url, "hi")
     assert result.returncode == 3, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert re.search(r"proxy http://127\.0\.0\.1:\d+ refused: 403 Forbidden", line), line
     assert "ERR_ACCESS_DENIED" in line
 
@@ -84,7 +75,7 @@ def test_tinyproxys_deny_page_is_the_proxys_refusal(proxy: StandIn) -> None:
     proxy.default = TINYPROXY_DENY
     result = koala("ask", "--base-url", "http://koala.invalid", "--proxy", proxy.base_url, "hi")
     assert result.returncode == 3, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert re.search(r"proxy http://127\.0\.0\.1:\d+ refused: 403 Access denied", line), line
 
 
@@ -92,7 +83,7 @@ def test_the_targets_own_refusal_through_a_proxy_is_still_the_targets(proxy: Sta
     proxy.default = ORIGIN_FORBIDDEN
     result = koala("ask", "--base-url", "http://koala.invalid", "--proxy", proxy.base_url, "hi")
     assert result.returncode == 4, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert "koala.invalid" in line and "403" in line and "refused" not in line
 
 

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import closed_port, invoke
+from conftest import closed_port, invoke, one_line_error
 from standin import Script, StandIn
 
 KEY = "sk-test-0123456789abcdef"
@@ -24,13 +24,6 @@ def koala(
     *args: str, env: dict[str, str | None] | None = None, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
     return invoke(*args, stdin=stdin, env=env)
-
-
-def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode("utf-8", "replace")
-    assert "Traceback" not in err, err
-    assert err.count("\n") == 1 and err.startswith("koala: error: "), err
-    return err
 
 
 def assert_inert(data: bytes) -> None:
@@ -79,7 +72,7 @@ def test_env_key_not_printable_is_a_usage_error(
     args = ["ask", "--provider", provider, "--base-url", server.base_url, *json_flag, "hi"]
     result = koala(*args, env={variable: raw})
     assert result.returncode == 2
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert variable in line  # says where the bad key came from
     assert KEY.encode() not in result.stdout + result.stderr
     assert server.requests == []
@@ -179,7 +172,7 @@ def test_reason_phrase_is_inert_in_the_error_line(server: StandIn) -> None:
     server.push(Script([b"x"], status=400, reason=f"Bad{OSC}Request", headers={"Content-Type": "text/plain"}))
     result = koala("ask", "--base-url", server.base_url, "--retries", "0", "hi")
     assert result.returncode == 4
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert_inert(result.stderr)
     assert "pwned" in line and "\\x1b" in line  # shown, escaped
 
@@ -212,7 +205,7 @@ def test_server_text_is_inert_in_error_lines(server: StandIn, script: Script) ->
     for json_flag in ([], ["--json"]):
         result = koala("ask", "--base-url", server.base_url, "--retries", "0", *json_flag, "hi")
         assert result.returncode in (3, 4, 5)
-        one_error_line(result)
+        one_line_error(result)
         assert_inert(result.stderr)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import invoke
+from conftest import invoke, one_line_error
 from tlsstandin import Pki, TLSStandIn, make_pki
 
 
@@ -47,15 +47,6 @@ def koala(
     return invoke(*args, stdin=stdin, env=env)
 
 
-def one_error_line(result: subprocess.CompletedProcess[bytes]) -> str:
-    err = result.stderr.decode()
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, err  # no retry notices either
-    assert lines[0].startswith("koala: error: "), err
-    return lines[0]
-
-
 def test_a_trusted_private_ca_works(pki: Pki, serve: type[TLSStandIn]) -> None:
     server = serve(pki.good)
     result = koala("ask", "--base-url", server.base_url, "hi", cafile=pki.ca)
@@ -73,7 +64,7 @@ def test_a_bad_ssl_cert_file_is_a_configuration_error(
         path.write_bytes(b"this is no certificate\n")
     result = koala("ask", "--base-url", server.base_url, "hi", cafile=path)
     assert result.returncode == 2, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert "SSL_CERT_FILE" in line
     assert str(path) in line
     batch = koala("batch", "--lines", "--base-url", server.base_url, cafile=path, stdin=b"one\ntwo\n")
@@ -89,7 +80,7 @@ def test_a_missing_ssl_cert_dir_is_a_configuration_error(pki: Pki, serve: type[T
     server = serve(pki.good)
     result = koala("ask", "--base-url", server.base_url, "hi", cafile=None, cadir=tmp_path / "nowhere")
     assert result.returncode == 2, result.stderr
-    assert "SSL_CERT_DIR" in one_error_line(result)
+    assert "SSL_CERT_DIR" in one_line_error(result)
     assert server.connections == 0
 
 
@@ -122,7 +113,7 @@ def test_a_certificate_failure_is_one_line_and_not_retried(
     server = serve(chain)
     result = koala("ask", "--base-url", server.base_url, "--retries", "3", "hi", cafile=trusted)
     assert result.returncode == 3, result.stderr
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert cause in line
     assert "certificate" in line
     assert "SSL_CERT_FILE" in line and "SSL_CERT_DIR" in line

@@ -19,13 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, WAIT, read_exactly
+from conftest import KOALA, PRIOR, WAIT, read_exactly
 from standin import Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
 PIPE = subprocess.PIPE
-PRIOR = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'
 WAITING = b"koala: waiting for "  # the start of the notice koala prints once after a second of waiting
 
 

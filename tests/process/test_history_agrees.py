@@ -16,13 +16,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, WAIT, read_exactly, run_koala
+from conftest import KOALA, PRIOR, WAIT, read_exactly, run_koala
 from standin import Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
 PIPE = subprocess.PIPE
-PRIOR = b'{"role":"user","content":"a"}\n{"role":"assistant","content":"b"}\n'
 START = b'{"type":"start","model":"gpt-4o-mini"}\n'
 
 

@@ -21,19 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, WAIT
+from conftest import KOALA, WAIT, no_traceback
 from standin import DROP, Repeat, Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
-
-
-def no_traceback(err: bytes) -> None:
-    assert b"Traceback" not in err, err
-    assert b"Exception ignored" not in err, err
-    assert b"Fatal Python error" not in err, err
 
 
 # --- a closed or unusable stdin ------------------------------------------------------------
