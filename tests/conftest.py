@@ -48,6 +48,7 @@ settings.load_profile("koala")
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown with -p no:xdist
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`pytest -n auto` (pytest-xdist, as the README runs the suite): two workers a CPU.  Much
     of the suite's time is waiting -- for koala processes to start and end, for timeouts,
@@ -55,6 +56,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     parallel (ports from the OS, tmp_path only, no process-group signals)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 2 * cpus
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """In parallel without a --dist of the caller's: `worksteal`, not xdist's `load`.  The
+    tests' times are very uneven and come in runs (a file of koala processes, a file of
+    real timeouts); an idle worker takes half of a busy one's remaining tests instead of
+    waiting for the last chunk to end."""
+    numprocesses = getattr(config.option, "numprocesses", None)
+    if numprocesses and config.option.dist == "no" and not config.option.distload:
+        config.option.dist = "worksteal"
 
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
