@@ -124,14 +124,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", ["http", "https"])
-@pytest.mark.parametrize("pause", [0.3, 2.9], ids=["waiting", "after"])
+@pytest.mark.parametrize("pause", [0.3, 1.85], ids=["waiting", "after"])
 def test_a_read_timeout_that_fires_late_reads_on(
     monkeypatch: pytest.MonkeyPatch, pki: Any, backend: str, scheme: str, pause: float
 ) -> None:
     """A loop held up past a read's deadline (as a stopped process is) does not make the
     silence the server's: the read is tried again with a whole timeout, and finds what
-    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.3 s after the loop
-    runs again, well within the 1 s timeout, but long after the first deadline)."""
+    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.15 s after the loop
+    runs again, well within the 0.6 s timeout, but long after the first deadline).
+
+    The loop is held 1.6 s from 0.1 s after the first chunk: the pending read has waited
+    1.7 s when it runs again, 0.6 s past its timeout plus the 0.5 s a timeout may fire late
+    without a stop (stopclock.STOP_SLACK).  A server thread that answers late only makes
+    "after" a "waiting"; it would have to be 0.45 s late to miss the second timeout."""
     from standin import Pause, Script, sse
     from tlsstandin import TLSStandIn
 
@@ -144,10 +149,10 @@ def test_a_read_timeout_that_fires_late_reads_on(
     async def main() -> None:
         async def hold_up_the_loop() -> None:
             await anyio.sleep(0.1)
-            time.sleep(2.5)  # blocks every task, as a stop would: the pending read's 1 s passes
+            time.sleep(1.6)  # blocks every task, as a stop would: the pending read's 0.6 s passes
 
         async with anyio.create_task_group() as group:
-            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=1.0, retries=0)
+            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=0.6, retries=0)
             async for chunk in stream:
                 if not chunks:
                     group.start_soon(hold_up_the_loop)
