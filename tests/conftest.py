@@ -58,15 +58,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * cpus
 
 
-# Run first when the tests run in parallel: what takes seconds of real time each (timeouts that
-# must pass, processes by the dozen), so that it overlaps the many short tests instead of
-# being the last to end.  Only the order changes; under -n0 not even that.
+# Run first when the tests run in parallel: what takes seconds of real time each (processes by
+# the dozen, stops and resumes, signals repeated, timeouts that must pass), longest first, so
+# that the many short tests fill the gaps and end the run.  Only the order changes; under -n0
+# not even that.
 _EARLY = (
-    "tests/unit/test_transport.py",
     "tests/process/test_concurrency.py",
     "tests/process/test_batch_scale.py",
     "tests/process/test_stop_resume.py",
     "tests/process/test_hangs.py",
+    "tests/unit/test_transport.py",
     "tests/process/",
     "tests/interop/",
 )
@@ -84,13 +85,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """In parallel without a --dist of the caller's: `worksteal`, not xdist's `load`.  The
-    tests' times are very uneven and come in runs (a file of koala processes, a file of
-    real timeouts); an idle worker takes half of a busy one's remaining tests instead of
-    waiting for the last chunk to end."""
+    """In parallel without a --dist of the caller's: each worker is handed two tests at a
+    time, in the order above (xdist's `load` with --maxschedchunk 2), so a free worker
+    always takes the longest test left -- not a block of 60 neighbours, which may all be
+    slow ones."""
     numprocesses = getattr(config.option, "numprocesses", None)
     if numprocesses and config.option.dist == "no" and not config.option.distload:
-        config.option.dist = "worksteal"
+        config.option.dist = "load"
+        if config.option.maxschedchunk is None:
+            config.option.maxschedchunk = 2
 
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
