@@ -189,6 +189,11 @@ def invoke(
         return subprocess.CompletedProcess(["koala", *args], code or 0, out.getvalue(), err.getvalue())
 
 
+# transport.tls_context's keys for the trusted certificates no test chose: none set (certifi's
+# bundle), or what the session was started with; loading them again for each run costs 17 ms.
+_USUAL_TRUST = {("", ""), (os.environ.get("SSL_CERT_FILE", ""), os.environ.get("SSL_CERT_DIR", ""))}
+
+
 def _fresh_process_state() -> None:
     """What a new `koala` process starts without, so one in-process run cannot help the next:
     no secret known to mask (a run that failed to register its key must show it, as a process
@@ -197,8 +202,9 @@ def _fresh_process_state() -> None:
     if exits is not None:
         exits._SECRETS.clear()
     transport = sys.modules.get("koala_cli.transport")
-    if transport is not None:
-        transport._CONTEXTS.clear()
+    if transport is not None:  # but the usual trust (certifi's, or this session's) is the same in every process
+        for key in [key for key in transport._CONTEXTS if key not in _USUAL_TRUST]:
+            del transport._CONTEXTS[key]
     stall = sys.modules.get("koala_cli.cli.stall")
     if stall is not None:  # no stdout let go by an earlier run
         stall._STATE = stall._State()
