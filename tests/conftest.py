@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from keepalive import KeepAlive
 from standin import WAIT, RoutedStandIn, StandIn
 
 # pytest started with SIGINT ignored -- a background job of a script (`pytest &`, `(trap '' INT;
@@ -446,3 +447,28 @@ def ndjson(data: bytes) -> list[Any]:
 def jobs(*records: Mapping[str, Any]) -> bytes:
     """Batch input: one JSON job a line."""
     return jsonl(records)
+
+
+def strict(line: bytes) -> Any:
+    """Parse as RFC 8259 JSON, which has no NaN or Infinity (what jq accepts)."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def strict_ndjson(data: bytes) -> list[dict[str, Any]]:
+    """NDJSON as a pipeline reads it: whole lines only, each strict JSON."""
+    assert data == b"" or data.endswith(b"\n"), data[-200:]
+    return [strict(line) for line in data.split(b"\n") if line]
+
+
+@pytest.fixture
+def keepalive() -> Iterator[KeepAlive]:
+    """The keep-alive stand-in that counts connections (tests/keepalive.py)."""
+    server = KeepAlive().start()
+    try:
+        yield server
+    finally:
+        server.stop()

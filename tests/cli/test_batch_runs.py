@@ -11,40 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import invoke, one_line_error
+from conftest import invoke, jobs, one_line_error, strict_ndjson
 from keepalive import Answer, KeepAlive, Request, echo
-
-
-@pytest.fixture
-def keepalive() -> Iterator[KeepAlive]:
-    server = KeepAlive().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def jobs(*records: dict[str, Any]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-def strict(line: bytes) -> Any:
-    """Parse as RFC 8259 JSON, which has no NaN or Infinity (what jq accepts)."""
-
-    def refuse(name: str) -> None:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(line, parse_constant=refuse)
-
-
-def ndjson(data: bytes) -> list[dict[str, Any]]:
-    assert data == b"" or data.endswith(b"\n"), data[-200:]
-    return [strict(line) for line in data.split(b"\n") if line]
 
 
 def batch(server: KeepAlive, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -63,7 +35,7 @@ def test_batch_requests_share_a_pool_of_at_most_concurrency_connections(keepaliv
     prompts = [f"prompt {n}" for n in range(24)]
     result = batch(keepalive, "--lines", "--concurrency", "4", stdin="\n".join(prompts).encode() + b"\n")
     assert result.returncode == 0, result.stderr
-    records = ndjson(result.stdout)
+    records = strict_ndjson(result.stdout)
     assert [r["text"] for r in records] == [f"re: {p}" for p in prompts]
     assert len(keepalive.requests) == 24
     assert 1 <= keepalive.connections <= 4  # not one connection per job
@@ -94,18 +66,18 @@ def _shard_input() -> bytes:
 
 def test_shards_partition_the_jobs_stably(keepalive: KeepAlive) -> None:
     stdin = _shard_input()
-    everything = ndjson(batch(keepalive, stdin=stdin).stdout)
+    everything = strict_ndjson(batch(keepalive, stdin=stdin).stdout)
     assert len(everything) == 45
     shards = []
     for k in (1, 2, 3):
         result = batch(keepalive, "--shard", f"{k}/3", stdin=stdin)
         assert result.returncode == 0, result.stderr
-        shards.append([key(r) for r in ndjson(result.stdout)])
+        shards.append([key(r) for r in strict_ndjson(result.stdout)])
     assert all(shards), "a shard got no job at all"
     merged = [k for shard in shards for k in shard]
     assert sorted(merged) == sorted(key(r) for r in everything)  # every job in exactly one shard
     again = batch(keepalive, "--shard", "2/3", stdin=stdin)
-    assert [key(r) for r in ndjson(again.stdout)] == shards[1]  # stable
+    assert [key(r) for r in strict_ndjson(again.stdout)] == shards[1]  # stable
 
 
 def test_shard_then_resume_runs_only_that_shards_missing_jobs(keepalive: KeepAlive, tmp_path: Path) -> None:
@@ -121,14 +93,14 @@ def test_shard_then_resume_runs_only_that_shards_missing_jobs(keepalive: KeepAli
     out = tmp_path / "shard1.jsonl"
     first = batch(keepalive, "--shard", "1/2", stdin=stdin)
     out.write_bytes(first.stdout)
-    records = ndjson(first.stdout)
+    records = strict_ndjson(first.stdout)
     failed = {key(r) for r in records if not r["ok"]}
     assert failed and len(failed) < len(records)
     keepalive.route = echo
     keepalive.requests.clear()
     second = batch(keepalive, "--shard", "1/2", "--resume", str(out), stdin=stdin)
     assert second.returncode == 0, second.stderr
-    rerun = ndjson(second.stdout)
+    rerun = strict_ndjson(second.stdout)
     assert {key(r) for r in rerun} == failed
     assert len(keepalive.requests) == len(failed)
     ok = {key(r) for r in [*records, *rerun] if r["ok"]}
@@ -164,7 +136,7 @@ def test_non_finite_ids_are_bad_lines_and_every_output_line_is_strict_json(keepa
     )
     result = batch(keepalive, stdin=stdin)
     assert result.returncode == 2
-    records = ndjson(result.stdout)  # strict: fails on NaN or Infinity anywhere
+    records = strict_ndjson(result.stdout)  # strict: fails on NaN or Infinity anywhere
     assert [r["ok"] for r in records] == [False, False, False, False, True]
     for record, line in zip(records[:4], (1, 2, 3, 4), strict=True):
         assert record["line"] == line
@@ -177,7 +149,7 @@ def test_a_job_without_an_id_never_collides_with_an_explicit_one(keepalive: Keep
     stdin = jobs({"id": 2, "prompt": "a"}, {"prompt": "b"}, {"id": 1, "prompt": "c"}, {"prompt": "d"})
     result = batch(keepalive, stdin=stdin)
     assert result.returncode == 0, result.stderr
-    records = ndjson(result.stdout)
+    records = strict_ndjson(result.stdout)
     assert [r["text"] for r in records] == ["re: a", "re: b", "re: c", "re: d"]
     assert [key(r) for r in records] == ["2", "line 2", "1", "line 4"]
     assert "id" not in records[1] and "id" not in records[3]

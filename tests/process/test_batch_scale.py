@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
-import json
 import os
 import select
 import signal
@@ -22,42 +21,14 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import KOALA, WAIT, run_koala
+from conftest import KOALA, WAIT, jobs, run_koala, strict, strict_ndjson
 from keepalive import Answer, KeepAlive, Request, echo, events
 
 pytestmark = pytest.mark.subprocess
-
-
-@pytest.fixture
-def keepalive() -> Iterator[KeepAlive]:
-    server = KeepAlive().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def jobs(*records: dict[str, Any]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-def strict(line: bytes) -> Any:
-    """Parse as RFC 8259 JSON, which has no NaN or Infinity (what jq accepts)."""
-
-    def refuse(name: str) -> None:
-        raise ValueError(f"not JSON: {name}")
-
-    return json.loads(line, parse_constant=refuse)
-
-
-def ndjson(data: bytes) -> list[dict[str, Any]]:
-    assert data == b"" or data.endswith(b"\n"), data[-200:]
-    return [strict(line) for line in data.split(b"\n") if line]
 
 
 def batch(server: KeepAlive, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -147,7 +118,7 @@ def test_ordered_output_stops_reading_when_its_window_is_full(keepalive: KeepAli
         out, err = proc.communicate(timeout=60)
         writer.join(WAIT)
         assert proc.returncode == 0, err
-        records = ndjson(out)
+        records = strict_ndjson(out)
         assert [r["id"] for r in records] == list(range(1, count + 1))
     finally:
         gate.set()
@@ -193,7 +164,7 @@ def test_a_retry_after_pauses_every_start_with_one_notice(keepalive: KeepAlive) 
         "batch", "--lines", "--concurrency", "4", "--base-url", keepalive.base_url, stdin=b"a\nb\nc\nd\ne\nf\n"
     )
     assert result.returncode == 0, result.stderr
-    assert [r["text"] for r in ndjson(result.stdout)] == [f"re: {p}" for p in "abcdef"]
+    assert [r["text"] for r in strict_ndjson(result.stdout)] == [f"re: {p}" for p in "abcdef"]
     notices = [line for line in result.stderr.decode().splitlines() if "429" in line]
     assert len(notices) == 1, result.stderr  # one notice for the whole client, not one per job
     paused_until = max(refused_at) + 0.9
@@ -279,7 +250,7 @@ def test_progress_line_for_a_file_shows_the_total_and_an_eta(keepalive: KeepAliv
     path.write_text("a\nb\n\nc\n")
     status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url, str(path)])
     assert status == 0
-    assert len(ndjson(out)) == 3
+    assert len(strict_ndjson(out)) == 3
     last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
     assert "3 done, 0 failed, 0 in flight" in last, seen  # the last line has nothing left in flight
     assert "3/3" in last and "ETA" in last, seen
@@ -288,7 +259,7 @@ def test_progress_line_for_a_file_shows_the_total_and_an_eta(keepalive: KeepAliv
 def test_progress_line_for_a_pipe_ends_with_zero_in_flight(keepalive: KeepAlive) -> None:
     status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url], stdin=b"a\nb\n")
     assert status == 0
-    assert len(ndjson(out)) == 2
+    assert len(strict_ndjson(out)) == 2
     last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
     assert "2 done, 0 failed, 0 in flight" in last, seen
     assert "ETA" not in last  # no total to count from a pipe
