@@ -284,6 +284,34 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             pipe.close()
 
 
+def stderr_on_a_terminal(args: list[str], stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run the command to its end with stderr on a terminal (a pseudo-terminal read until the
+    process lets go of it); its exit status, stdout, and what the terminal showed."""
+    master, slave = os.openpty()
+    try:
+        proc = popen_koala(*args, stdin=stdin, stderr=slave)
+        os.close(slave)
+        slave = -1
+        seen = b""
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], deadline - time.monotonic())[0]:
+                continue
+            try:
+                piece = os.read(master, 4096)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not piece:
+                break
+            seen += piece
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return proc.returncode, out, seen
+
+
 @contextlib.contextmanager
 def running(*args: str, stdin: bytes | None = None, **options: Any) -> Iterator[subprocess.Popen[bytes]]:
     """:func:`popen_koala` for a block: the process is certainly gone when the block ends."""

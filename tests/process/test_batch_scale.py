@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import KOALA, WAIT, jobs, run_koala, strict, strict_ndjson
+from conftest import KOALA, WAIT, jobs, run_koala, stderr_on_a_terminal, stop, strict, strict_ndjson
 from keepalive import Answer, KeepAlive, Request, echo, events
 
 pytestmark = pytest.mark.subprocess
@@ -51,15 +51,6 @@ def read_line(proc: subprocess.Popen[bytes], buffer: bytearray, timeout: float =
     line, _, rest = bytes(buffer).partition(b"\n")
     buffer[:] = rest
     return line
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(WAIT)
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
 
 
 # --- a streaming pipeline ------------------------------------------------------------------
@@ -209,46 +200,10 @@ def test_rate_per_minute(keepalive: KeepAlive) -> None:
 # --- the progress line ---------------------------------------------------------------------
 
 
-def _progress(args: list[str], stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            [*KOALA, *args],
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-        )
-        os.close(slave)
-        slave = -1
-        if stdin is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-            proc.stdin = None
-        seen = b""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if not select.select([master], [], [], deadline - time.monotonic())[0]:
-                continue
-            try:
-                piece = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not piece:
-                break
-            seen += piece
-        out, _ = proc.communicate(timeout=WAIT)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    return proc.returncode, out, seen
-
-
 def test_progress_line_for_a_file_shows_the_total_and_an_eta(keepalive: KeepAlive, tmp_path: Path) -> None:
     path = tmp_path / "prompts.txt"
     path.write_text("a\nb\n\nc\n")
-    status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url, str(path)])
+    status, out, seen = stderr_on_a_terminal(["batch", "--lines", "--base-url", keepalive.base_url, str(path)])
     assert status == 0
     assert len(strict_ndjson(out)) == 3
     last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF
@@ -257,7 +212,7 @@ def test_progress_line_for_a_file_shows_the_total_and_an_eta(keepalive: KeepAliv
 
 
 def test_progress_line_for_a_pipe_ends_with_zero_in_flight(keepalive: KeepAlive) -> None:
-    status, out, seen = _progress(["batch", "--lines", "--base-url", keepalive.base_url], stdin=b"a\nb\n")
+    status, out, seen = stderr_on_a_terminal(["batch", "--lines", "--base-url", keepalive.base_url], stdin=b"a\nb\n")
     assert status == 0
     assert len(strict_ndjson(out)) == 2
     last = seen.replace(b"\r\n", b"\n").split(b"\r")[-1].decode()  # a terminal ends lines with CR LF

@@ -34,6 +34,7 @@ from conftest import (
     one_line_error,
     popen_koala,
     read_jsonl,
+    stderr_on_a_terminal,
     write_jsonl,
 )
 from standin import Script, StandIn, sse
@@ -96,32 +97,10 @@ def test_terminal_json_output_is_neutralised(server: StandIn) -> None:
 
 
 def test_batch_progress_line_goes_to_a_terminal_stderr(server: StandIn) -> None:
-    master, slave = os.openpty()
-    try:
-        proc = popen_koala(
-            "batch", "--base-url", server.base_url, "--retries", "0", "--lines", stdin=b"a\nb\n", stderr=slave
-        )
-        os.close(slave)
-        slave = -1
-        seen = b""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:  # read the terminal until the process lets go of it
-            ready, _, _ = select.select([master], [], [], deadline - time.monotonic())
-            if not ready:
-                continue
-            try:
-                piece = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not piece:
-                break
-            seen += piece
-        out, _ = proc.communicate(timeout=WAIT)
-    finally:
-        if slave >= 0:
-            os.close(slave)
-        os.close(master)
-    assert proc.returncode == 0
+    status, out, seen = stderr_on_a_terminal(
+        ["batch", "--base-url", server.base_url, "--retries", "0", "--lines"], stdin=b"a\nb\n"
+    )
+    assert status == 0
     assert len(ndjson(out)) == 2  # stdout stays pure NDJSON
     assert b"2 done, 0 failed" in seen
 
