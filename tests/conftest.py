@@ -477,6 +477,18 @@ def jobs(*records: Mapping[str, Any]) -> bytes:
     return jsonl(records)
 
 
+# Every command that reads a history, with "{}" where its path goes: a history that is no
+# regular file is refused by each (tests/cli for the kinds that cannot block, tests/process
+# for those that could).
+HISTORY_READERS = {
+    "ask": ["ask", "-H", "{}", "hi"],
+    "dry-run": ["ask", "--dry-run", "-H", "{}", "hi"],
+    "chat": ["chat", "-H", "{}"],
+    "history-show": ["history", "show", "{}"],
+    "history-show-json": ["history", "show", "--json", "{}"],
+}
+
+
 def strict(line: bytes) -> Any:
     """Parse as RFC 8259 JSON, which has no NaN or Infinity (what jq accepts)."""
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KOALA, PRIOR, WAIT, read_exactly
+from conftest import HISTORY_READERS, KOALA, PRIOR, WAIT, read_exactly
 from standin import Script, StandIn, sse
 
 pytestmark = pytest.mark.subprocess
@@ -71,17 +71,7 @@ def special(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
             os.close(leader)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["ask", "-H", "{}", "hi"],
-        ["ask", "--dry-run", "-H", "{}", "hi"],
-        ["chat", "-H", "{}"],
-        ["history", "show", "{}"],
-        ["history", "show", "--json", "{}"],
-    ],
-    ids=["ask", "dry-run", "chat", "history-show", "history-show-json"],
-)
+@pytest.mark.parametrize("command", HISTORY_READERS.values(), ids=HISTORY_READERS.keys())
 def test_history_that_is_no_regular_file_is_refused_at_once(server: StandIn, special: Path, command: list[str]) -> None:
     args = [str(special) if word == "{}" else word for word in command]
     if command[0] != "history":
