@@ -100,20 +100,24 @@ class TurnOptions:
 def read_file(path: Path, option: str) -> str:
     """A text file named by an option: not UTF-8, missing or unreadable is a usage error.
 
-    A pipe is read (``-f <(command)``); a device is not even opened: ``/dev/zero`` would be
-    read until memory ran out, a terminal would wait for typing."""
+    A pipe is read (``-f <(command)``), and the null device (empty); another device is not
+    even opened: ``/dev/zero`` would be read until memory ran out, a terminal would wait for
+    typing."""
     import stat
 
     from ..prompt import read_text_file
 
-    def refuse_devices(mode: int) -> None:
+    def refuse_devices(info: os.stat_result) -> None:
+        mode = info.st_mode
+        if stat.S_ISCHR(mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+            return
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
             raise UsageError(f"{option} {path}: not a regular file or a pipe")
 
     try:
-        refuse_devices(path.stat().st_mode)
+        refuse_devices(path.stat())
         with path.open("rb") as file:
-            refuse_devices(os.fstat(file.fileno()).st_mode)  # the same file that was checked
+            refuse_devices(os.fstat(file.fileno()))  # the same file that was checked
             data = file.read()
     except OSError as exc:
         raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None

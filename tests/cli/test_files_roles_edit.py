@@ -80,6 +80,13 @@ def test_a_device_is_never_read_as_a_file(koala: Koala, server: StandIn, option:
     assert server.requests == []
 
 
+@pytest.mark.parametrize("option", ["-f", "--system-file"])
+def test_the_null_device_reads_as_an_empty_file(koala: Koala, option: str) -> None:
+    ran = koala("ask", "--dry-run", "--json", option, os.devnull, "hi")  # `> /dev/null`'s reading twin
+    assert ran.status == 0, ran.error_line()
+    assert json.loads(ran.out)["body"]["input"].endswith("hi")
+
+
 def test_a_pipe_is_read_as_a_file(koala: Koala, server: StandIn, tmp_path: Path) -> None:
     reader, writer = os.pipe()  # what `-f <(command)` names
     os.write(writer, b"piped text")
