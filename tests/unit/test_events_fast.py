@@ -130,43 +130,57 @@ _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 _scalar = st.none() | st.booleans() | st.integers(-5, 10**6) | st.text(max_size=5) | st.floats(allow_nan=False)
 _keys = st.sampled_from(["id", "object", "model", "created", "text", "content", "usage", "error", "logprobs", "x"])
 
+# Every strategy a draw uses is made once, here: one made inside a draw is built, validated and
+# analysed afresh for each event (a list argument is not cached), which was most of the time an
+# example took.  The strategies are the same, so the events drawn are too.
+_content = st.one_of(_text, st.none())
+_finish_reason = st.sampled_from([None, None, None, "stop", "length", ""])
+_choice_count = st.sampled_from([1, 1, 1, 0, 2])
+_top_keys = st.lists(_keys, max_size=3)
+_one_in_six = st.integers(0, 5)
+_separators = st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")])
+
 
 @st.composite
 def openai_event(draw: st.DrawFn) -> str:
-    content = draw(st.one_of(_text, st.none()))
+    content = draw(_content)
     delta_value: dict[str, object] = {} if content is None and draw(st.booleans()) else {"content": content}
     if draw(st.booleans()):
         delta_value["role"] = "assistant"
     choice: dict[str, object] = {"index": 0, "delta": delta_value}
-    choice["finish_reason"] = draw(st.sampled_from([None, None, None, "stop", "length", ""]))
-    choices = [choice] * draw(st.sampled_from([1, 1, 1, 0, 2]))
-    top: dict[str, object] = {key: draw(_scalar) for key in draw(st.lists(_keys, max_size=3))}
+    choice["finish_reason"] = draw(_finish_reason)
+    choices = [choice] * draw(_choice_count)
+    top: dict[str, object] = {key: draw(_scalar) for key in draw(_top_keys)}
     top["choices"] = choices
-    if draw(st.integers(0, 5)) == 0:
+    if draw(_one_in_six) == 0:
         top["usage"] = {"total_tokens": 3}
     items = list(top.items())
     order = draw(st.permutations(range(len(items))))
     value = dict(items[i] for i in order)
-    separators = draw(st.sampled_from([(",", ":"), (", ", ": "), (",", ": ")]))
+    separators = draw(_separators)
     return json.dumps(value, separators=separators, ensure_ascii=draw(st.booleans()))
 
 
 _junk = st.sampled_from(['"koala text"', "[DONE]", "not json", "{", '{"text":"t"}', "", '{"error":"boom"}'])
+_shape = st.sampled_from(SHAPES)
+_positions = [st.integers(0, len(event) - 1) for event in SHAPES]
+_mutation_char = st.sampled_from([*'{}[]",:\\ nu0123e.-+tfaxc\n\t\u00e9'])
+_how = st.sampled_from(["insert", "remove", "replace"])
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
     """A plain delta with one character inserted, removed or replaced: JSON it may no longer be."""
-    event = draw(st.sampled_from(SHAPES))
-    at = draw(st.integers(0, len(event) - 1))
-    char = draw(st.sampled_from([*'{}[]",:\\ nu0123e.-+tfaxc\n\t\u00e9']))
-    how = draw(st.sampled_from(["insert", "remove", "replace"]))
+    event = draw(_shape)
+    at = draw(_positions[SHAPES.index(event)])
+    char = draw(_mutation_char)
+    how = draw(_how)
     if how == "insert":
         return event[:at] + char + event[at:]
     return event[:at] + ("" if how == "remove" else char) + event[at + 1 :]
 
 
-_event = openai_event() | mutated() | _junk | st.sampled_from(SHAPES)
+_event = openai_event() | mutated() | _junk | _shape
 
 
 @settings(max_examples=400)
