@@ -142,6 +142,15 @@ def routed() -> Iterator[RoutedStandIn]:
         stand_in.stop()
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The private CA and certificates of tests/tlsstandin.py, made once a session (a worker)
+    for every TLS test: each ``openssl`` run costs a few tens of milliseconds."""
+    from tlsstandin import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on."""
     with socket.socket() as sock:

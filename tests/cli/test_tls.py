@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import invoke, one_line_error
-from tlsstandin import Pki, TLSStandIn, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from tlsstandin import Pki, TLSStandIn
 
 
 @pytest.fixture

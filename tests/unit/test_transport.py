@@ -12,7 +12,7 @@ import anyio
 import pytest
 from standin import StandIn
 
-from koala_cli import Koala, NetworkError, UsageError
+from koala_cli import Koala, NetworkError, UsageError, stopclock
 from koala_cli.backoff import MAX_RETRY_AFTER, backoff_delay
 
 # httpx's own inner generator, left to the GC once a reply ends at [DONE] (as pyproject notes).
@@ -115,44 +115,51 @@ def test_a_missing_ssl_cert_file_is_a_usage_error(monkeypatch: pytest.MonkeyPatc
         ask("https://127.0.0.1:9", backend, retries=0)
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tlsstandin import make_pki
-
-    return make_pki(tmp_path_factory.mktemp("pki"))
+# The read timeout, STOP_SLACK, when the loop is held and for how long, and how long after it
+# runs again the "after" answer comes, in seconds (the test's docstring has the margins).
+TIMEOUT, SLACK, HOLD_AFTER, HOLD, LATE_BY = 0.5, 0.1, 0.1, 0.7, 0.1
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", ["http", "https"])
-@pytest.mark.parametrize("pause", [0.3, 1.85], ids=["waiting", "after"])
+@pytest.mark.parametrize("pause", [0.3, HOLD_AFTER + HOLD + LATE_BY], ids=["waiting", "after"])
 def test_a_read_timeout_that_fires_late_reads_on(
-    monkeypatch: pytest.MonkeyPatch, pki: Any, backend: str, scheme: str, pause: float
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str, scheme: str, pause: float
 ) -> None:
     """A loop held up past a read's deadline (as a stopped process is) does not make the
     silence the server's: the read is tried again with a whole timeout, and finds what
-    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.15 s after the loop
-    runs again, well within the 0.6 s timeout, but long after the first deadline).
+    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.1 s after the loop
+    runs again, well within the 0.5 s timeout, but long after the first deadline).
 
-    The loop is held 1.6 s from 0.1 s after the first chunk: the pending read has waited
-    1.7 s when it runs again, 0.6 s past its timeout plus the 0.5 s a timeout may fire late
-    without a stop (stopclock.STOP_SLACK).  A server thread that answers late only makes
-    "after" a "waiting"; it would have to be 0.45 s late to miss the second timeout."""
+    The loop is held 0.7 s from 0.1 s after the first chunk: the pending read has waited at
+    least 0.8 s when it runs again (both sleeps only ever run long), 0.2 s past its 0.5 s
+    timeout plus the 0.1 s a timeout may fire late without a stop (STOP_SLACK, made 0.1 s
+    here from 0.5 s to keep the hold short; the rule is the same).  The read cannot time out
+    before the hold: the hold's 0.1 s wait ends 0.4 s before the read's deadline, on the same
+    loop, and a loop held up then only holds both.  The "waiting" answer comes 0.5 s before
+    the loop runs again; a server thread that answers late only makes "after" a "waiting", or
+    "waiting" an "after"; it would have to be 0.4 s late to miss the second timeout."""
     from standin import Pause, Script, sse
     from tlsstandin import TLSStandIn
 
-    server = TLSStandIn(pki.good) if scheme == "https" else StandIn()
+    monkeypatch.setattr(stopclock, "STOP_SLACK", SLACK)
+    if scheme == "https":
+        pki = request.getfixturevalue("pki")
+        server: StandIn = TLSStandIn(pki.good)
+        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    else:
+        server = StandIn()
     server.push(Script([sse("first"), Pause(pause), sse(" second", done=True)]))
     server.start()
-    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
     chunks: list[str] = []
 
     async def main() -> None:
         async def hold_up_the_loop() -> None:
-            await anyio.sleep(0.1)
-            time.sleep(1.6)  # blocks every task, as a stop would: the pending read's 0.6 s passes
+            await anyio.sleep(HOLD_AFTER)
+            time.sleep(HOLD)  # blocks every task, as a stop would: the pending read's timeout passes
 
         async with anyio.create_task_group() as group:
-            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=0.6, retries=0)
+            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=TIMEOUT, retries=0)
             async for chunk in stream:
                 if not chunks:
                     group.start_soon(hold_up_the_loop)
