@@ -71,6 +71,10 @@ _EARLY = (
     "tests/unit/test_transport.py",
     "tests/process/",
     "tests/interop/",
+    # the quick loop's longest after test_transport: a 400-example property, then timeouts
+    # and Retry-After waits among many short tests
+    "tests/unit/test_events_fast.py",
+    "tests/cli/test_faults.py",
 )
 
 
