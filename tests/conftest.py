@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 from keepalive import KeepAlive
 from standin import WAIT, RoutedStandIn, StandIn
 
@@ -40,11 +39,36 @@ from standin import WAIT, RoutedStandIn, StandIn
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-# Property tests check what the code does, not how fast: on a busy 2-core machine hypothesis's
-# per-example deadline and its "input generation is slow" check fail tests that are right
-# (speed lives in bench/).
-settings.register_profile("koala", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("koala")
+
+def _not_rewritten(*packages: str) -> None:
+    """pytest rewrites the asserts of every package that ships a pytest plugin, not only the
+    tests': all of hypothesis (its plugin imports none of it; anyio's and respx's plugins
+    import theirs at once, before this file).  Hypothesis's asserts are its own invariants,
+    which stay asserts (only the message of one that fails is plainer), and rewriting them is
+    costly where nothing can keep the result: with PYTHONDONTWRITEBYTECODE set, every xdist
+    worker and the controller parsed and compiled them again, 0.7 s of CPU each.  The tests'
+    asserts are rewritten as always.  (pytest's hook keeps its list in private attributes:
+    should they ever change, this does nothing.)"""
+    for hook in sys.meta_path:
+        marked = getattr(hook, "_must_rewrite", None)
+        cache = getattr(hook, "_marked_for_rewrite_cache", None)
+        if isinstance(marked, set) and isinstance(cache, dict):
+            marked.difference_update(packages)
+            cache.clear()
+
+
+def _hypothesis_profile() -> None:
+    """Property tests check what the code does, not how fast: on a busy 2-core machine
+    hypothesis's per-example deadline and its "input generation is slow" check fail tests that
+    are right (speed lives in bench/)."""
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("koala", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("koala")
+
+
+_not_rewritten("hypothesis")
+_hypothesis_profile()
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
