@@ -140,9 +140,9 @@ class JobParser:
         if not self._ours(key):
             return None
         job_id = value["id"] if has_id else None
+        if has_id and key in self._seen:  # (an error of the set's own ends the run, not this line)
+            return BadJob(number, f"{where}: id {key} appears more than once", job_id, has_id)
         try:
-            if has_id and key in self._seen:
-                raise UsageError(f"id {key} appears more than once")
             job = _job(value, number, has_id)
         except KoalaError as exc:
             return BadJob(number, f"{where}: {exc}", job_id, has_id)

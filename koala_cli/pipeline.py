@@ -176,25 +176,31 @@ class _Pipeline:
             self.on_result(job, result)
         self.record(index, result)
 
-    async def feed(self, read: Read, parser: JobParser, client: Any) -> None:
-        """Start the jobs as their lines arrive, each once the window and a slot have room."""
+    async def feed(self, read: Read, parser: JobParser, client: Any) -> KoalaError | None:
+        """Start the jobs as their lines arrive, each once the window and a slot have room.
+        An error that ends the input (a read that fails, job ids that cannot be kept) is
+        returned once the jobs already started have finished: their results are not lost."""
         async with self.send, anyio.create_task_group() as group:
             index = number = 0
-            async for raw in input_lines(read):
-                number += 1
-                job = parser.parse(number, raw)
-                if job is None:
-                    if raw.strip():
-                        self.progress.skipped += 1
-                    continue
-                await self.room.acquire()
-                if isinstance(job, BadJob):
-                    self.record(index, job.result())
-                else:
-                    await self.slots.acquire()
-                    self.progress.in_flight += 1
-                    group.start_soon(self.run, index, job, client)
-                index += 1
+            try:
+                async for raw in input_lines(read):
+                    number += 1
+                    job = parser.parse(number, raw)
+                    if job is None:
+                        if raw.strip():
+                            self.progress.skipped += 1
+                        continue
+                    await self.room.acquire()
+                    if isinstance(job, BadJob):
+                        self.record(index, job.result())
+                    else:
+                        await self.slots.acquire()
+                        self.progress.in_flight += 1
+                        group.start_soon(self.run, index, job, client)
+                    index += 1
+            except KoalaError as exc:
+                return exc
+        return None
 
 
 async def run_batch(
@@ -223,8 +229,10 @@ async def run_batch(
             client = exc
         group = await stack.enter_async_context(anyio.create_task_group())
         group.start_soon(pipeline.writer)
-        await pipeline.feed(read, parser, client)
+        stopped = await pipeline.feed(read, parser, client)
     on_progress(progress)
+    if stopped is not None:
+        raise stopped
     failures = pipeline.failures
     return failures[min(failures)] if failures else 0
 

@@ -159,3 +159,58 @@ def test_a_job_without_an_id_never_collides_with_an_explicit_one(keepalive: Keep
     again = batch(keepalive, "--resume", str(out), stdin=stdin)
     assert (again.returncode, again.stdout) == (0, b"")
     assert keepalive.requests == []  # resume knows the id-less jobs by their line
+
+
+# --- ids past what is kept in memory -------------------------------------------------------
+
+
+def test_ids_past_the_spill_are_told_apart_as_before(keepalive: KeepAlive, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``keyset.SPILL_AT`` ids the digests move to a temporary database: a repeat is still a bad line."""
+    from koala_cli import keyset
+
+    monkeypatch.setattr(keyset, "SPILL_AT", 3)
+    ids = [1, 2, 3, 4, 5, 2, 6, 5, 7]
+    result = batch(keepalive, "--concurrency", "1", stdin=jobs(*({"id": n, "prompt": f"p{n}"} for n in ids)))
+    assert result.returncode == 2  # as for any bad line
+    records = strict_ndjson(result.stdout)
+    assert [(r.get("id"), r["ok"]) for r in records] == [(n, n != ids[i] or i not in (5, 7)) for i, n in enumerate(ids)]
+    assert [r["line"] for r in records if not r["ok"]] == [6, 8]
+    assert len(keepalive.requests) == 7
+
+
+def test_resume_past_the_spill_skips_every_done_job(
+    keepalive: KeepAlive, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from koala_cli import keyset
+
+    monkeypatch.setattr(keyset, "SPILL_AT", 2)
+    stdin = jobs(*({"id": n, "prompt": f"p{n}"} for n in range(10)))
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(jobs(*({"id": n, "ok": True, "text": "re"} for n in range(0, 10, 3))))
+    result = batch(keepalive, "--resume", str(out), stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    assert [r["id"] for r in strict_ndjson(result.stdout)] == [1, 2, 4, 5, 7, 8]
+
+
+def test_a_failing_spill_ends_the_batch_with_one_line(keepalive: KeepAlive, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from koala_cli import keyset
+
+    class Full:
+        def execute(self, *args: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def spill(disk: Any, tables: Any, limit: int) -> None:
+        spill_to_a_database(disk, tables, limit)
+        disk._db = Full()  # the disk fills after the spill
+
+    spill_to_a_database = keyset._OnDisk.__init__
+    monkeypatch.setattr(keyset, "SPILL_AT", 2)
+    monkeypatch.setattr(keyset._OnDisk, "__init__", spill)
+    result = batch(keepalive, "--concurrency", "1", stdin=jobs(*({"id": n, "prompt": f"p{n}"} for n in range(6))))
+    assert one_line_error(result).endswith(
+        "cannot keep the job ids past 2 in a temporary file (TMPDIR): database or disk is full"
+    )
+    assert result.returncode == 1
+    assert [r["id"] for r in strict_ndjson(result.stdout)] == [0, 1, 2]  # what was done is written, whole lines

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,3 +54,57 @@ def test_memory_is_about_one_digest_a_key() -> None:
         keys.add(str(rng.getrandbits(64)))
     assert len(keys) == count
     assert (keys.nbytes() - empty) / count < 10  # 8 bytes of digest, a little growth room
+
+
+@given(st.lists(st.text(max_size=3), max_size=60), st.integers(0, 40))
+def test_it_behaves_as_a_set_before_during_and_after_the_spill(items: list[str], spill_at: int) -> None:
+    keys = KeySet(spill_at=spill_at)
+    seen: set[str] = set()
+    for item in items:
+        assert keys.add(item) == (item not in seen)
+        seen.add(item)
+        assert keys.spilled == (len(seen) > spill_at)
+    assert len(keys) == len(seen)
+    assert all(item in keys for item in seen)
+    assert all(item + "\0" not in keys for item in seen if item + "\0" not in seen)
+
+
+_SPILL = """
+import os, resource, signal, sys
+from koala_cli import keyset
+keyset.CACHE_KIB = 16  # a small cache: the database's pages go to its file
+if sys.argv[1] == "full":
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # as a full disk: every write to a file fails
+keys = keyset.KeySet(spill_at=100)
+try:
+    for number in range(50_000):
+        assert keys.add(str(number)) and str(number) in keys
+except keyset.KoalaError as exc:
+    sys.exit(f"error: {exc}")
+assert keys.spilled and "50000" not in keys and len(keys) == 50_000
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        print(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd")
+def test_the_spilled_keys_leave_no_file_behind(tmp_path: Path) -> None:
+    """SQLite unlinks its temporary file as soon as it is open: a kill -9 leaves nothing."""
+    env = {**os.environ, "SQLITE_TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _SPILL, "disk"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    files = [line for line in done.stdout.splitlines() if line.startswith(str(tmp_path))]
+    assert len(files) == 1 and files[0].endswith(" (deleted)")  # in use while it ran, and already gone
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_when_spilling_is_a_koala_error(tmp_path: Path) -> None:
+    env = {**os.environ, "SQLITE_TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _SPILL, "full"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot keep the job ids past 100 in a temporary file (TMPDIR): ")
+    assert done.stderr.count("\n") == 1  # SQLite's reason ends it ("disk I/O error" for EFBIG)
