@@ -54,7 +54,20 @@ from server import StreamConfig, StreamServer, make_chunks
 from spawner import Run, Spawner, SpawnError
 
 BENCH = Path(__file__).resolve().parent
-GROUPS = ("startup", "ask", "stream", "latency", "history", "batch", "producer", "memory", "chat", "many", "events")
+GROUPS = (
+    "startup",
+    "ask",
+    "stream",
+    "latency",
+    "history",
+    "batch",
+    "producer",
+    "memory",
+    "chat",
+    "keys",
+    "many",
+    "events",
+)
 SLOW_GROUPS = ("many", "events")  # minutes each: only on request
 DEFAULT_GROUPS = tuple(group for group in GROUPS if group not in SLOW_GROUPS)
 DOUBLING_NOISE = 0.05  # linear time doubles exactly: allow this much noise before calling it worse
@@ -529,6 +542,7 @@ SCENARIOS: dict[str, Callable[[Suite], None]] = {
     "producer": scale.bench_producer,
     "memory": scale.bench_memory,
     "chat": scale.bench_chat,
+    "keys": scale.bench_keys,
     "many": scale.bench_many,
     "events": bench_events,
 }

@@ -10,6 +10,8 @@ plus that CA.  The floor is ``minimal_batch.py``: httpx + anyio, one shared ``As
               from the first job written to the first result read.
 ``memory``    peak RSS with 400 jobs of 256 KiB prompts (100 MiB) against 400 of 1 KiB.
 ``many``      100,000 jobs (plain HTTP, no latency) against a tenth of them: peak RSS.
+``keys``      the set of seen ids alone (``keyset.KeySet``, in a fresh process): peak RSS and
+              keys a second for 2,000,000 keys (past ``SPILL_AT``: on disk) against 200,000.
 ``chat``      ``koala chat`` with three piped turns over HTTPS: connections and handshakes.
 """
 
@@ -376,6 +378,57 @@ def bench_many(suite: Suite) -> None:
         ratio <= 1.1,
     )
     suite.samples["many"] = {"rss_kib": [full_rss, part_rss], "wall": [runs["full"][0].wall, runs["part"][0].wall]}
+
+
+_KEYS_PROBE = """
+import json, resource, sys, time
+from koala_cli.keyset import SPILL_AT, KeySet
+count = int(sys.argv[1])
+keys = KeySet()
+started = time.perf_counter()
+for number in range(count):
+    keys.add(f"{number}")
+took = time.perf_counter() - started
+assert len(keys) == count and "-1" not in keys and f"{count - 1}" in keys
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rss_kib": peak, "seconds": took, "spilled": keys.spilled, "spill_at": SPILL_AT}))
+"""
+KEYS = 2_000_000
+
+
+def bench_keys(suite: Suite) -> None:
+    print(f"keys: the seen-id set alone, {KEYS:,} keys vs {KEYS // 10:,}", flush=True)
+    found = {}
+    for count in (KEYS, KEYS // 10):
+        done = subprocess.run(
+            [str(suite.python), "-c", _KEYS_PROBE, str(count)], capture_output=True, text=True, timeout=900
+        )
+        suite.check(f"KeySet probe ({count:,} keys)", done.returncode == 0, done.stderr[-300:])
+        if done.returncode != 0:
+            return
+        found[count] = json.loads(done.stdout)
+    many, few = found[KEYS], found[KEYS // 10]
+    suite.check("KeySet spills past SPILL_AT only", many["spilled"] and not few["spilled"], str(found))
+    ratio = many["rss_kib"] / few["rss_kib"]
+    suite.row(
+        "keys",
+        f"KeySet alone: peak RSS, {KEYS:,} keys vs {KEYS // 10:,} (on disk past {many['spill_at']:,})",
+        mib(many["rss_kib"]),
+        mib(few["rss_kib"]),
+        f"{ratio:.2f}x",
+        "<= 1.1x (constant)",
+        ratio <= 1.1,
+    )
+    suite.row(
+        "keys",
+        "KeySet alone: keys a second, all of them vs the first tenth (in memory)",
+        f"{KEYS / many['seconds']:,.0f}/s",
+        f"{KEYS // 10 / few['seconds']:,.0f}/s",
+        "-",
+        "-",
+        None,
+    )
+    suite.samples["keys"] = found
 
 
 def bench_chat(suite: Suite) -> None:
