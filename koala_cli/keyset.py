@@ -62,9 +62,16 @@ class KeySet:
                 table.insert(index, value)
         self._size += new
         if self._size > self._limit and self._disk is None:
-            self._disk = _OnDisk(self._tables, self._limit)
-            self._tables = []
+            self._spill()
         return new
+
+    def _spill(self) -> None:
+        try:
+            self._disk = _OnDisk(self._tables, self._limit)
+        except ImportError:  # a Python built without sqlite3: the keys stay in memory
+            self._limit = sys.maxsize
+        else:
+            self._tables = []
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

@@ -108,3 +108,10 @@ def test_a_full_disk_when_spilling_is_a_koala_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: cannot keep the job ids past 100 in a temporary file (TMPDIR): ")
     assert done.stderr.count("\n") == 1  # SQLite's reason ends it ("disk I/O error" for EFBIG)
+
+
+def test_without_sqlite3_the_keys_stay_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sqlite3", None)  # as a Python built without it
+    keys = KeySet(spill_at=2)
+    assert all(keys.add(str(number)) for number in range(10))
+    assert not keys.spilled and len(keys) == 10 and "9" in keys and not keys.add("9")
