@@ -520,7 +520,7 @@ def bench_history(suite: Suite) -> None:
     def added_by(name: str) -> float:
         return median([a - b for a, b in zip(walls(runs[name]), plain, strict=True)])
 
-    added_half, added, added_double = added_by("half"), added_by("history"), added_by("double")
+    added, added_double = added_by("history"), added_by("double")
     suite.row(
         "history",
         "koala ask -H (20,000 turns) vs without -H, end to end (added)",
@@ -542,7 +542,10 @@ def bench_history(suite: Suite) -> None:
     # Linear in the file's size: each further turn costs what the turns before it cost.  The
     # first turns are compared by their slope, not from zero: a fixed cost (or saving) of -H
     # would make a ratio of added times say nothing about linearity.
-    early, late = (added - added_half) / 10_000, (added_double - added) / 20_000
+    # Per round (the runs of a round are neighbours in time), then the median of the rounds.
+    rounds = zip(walls(runs["half"]), walls(runs["history"]), walls(runs["double"]), strict=True)
+    slopes = [((h - a) / 10_000, (d - h) / 20_000) for a, h, d in rounds]
+    early, late = median([e for e, _ in slopes]), median([lt for _, lt in slopes])
     slope = late / early if early > 0 else float("inf")
     suite.row(
         "history",

@@ -6,7 +6,8 @@ is the memory that record takes.  Each key is one 64-bit digest, kept in sorted 
 bytes a key; a Python ``set`` of ints takes ~90, and was most of what a 100,000-job run grew
 by) up to ``SPILL_AT`` keys (~2 MiB); past that, every digest moves to a private temporary
 SQLite database, whose page cache is bounded (``CACHE_KIB``) and whose file SQLite unlinks as
-soon as it is open, so nothing is left behind whatever ends the process.  Two different keys
+soon as it is open, so nothing is left behind whatever ends the process; a file that cannot
+be written is a ``KoalaError`` (the run ends, its results so far written).  Two different keys
 share a digest with probability ~n²/2⁶⁵ (about 3·10⁻¹⁰ for 100,000 jobs, 3·10⁻⁸ for a
 million): then the later is taken for the earlier.
 """
@@ -105,7 +106,7 @@ class _OnDisk:
 
         self._error, self._limit = sqlite3.Error, limit
         try:
-            self._db: sqlite3.Connection = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+            self._db: sqlite3.Connection = sqlite3.connect("", isolation_level=None)
             for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
                 self._db.execute(f"PRAGMA {pragma}")
             self._db.execute("CREATE TABLE digest (value INTEGER PRIMARY KEY)")
@@ -129,4 +130,5 @@ class _OnDisk:
             raise self._failed(exc) from None
 
     def _failed(self, exc: sqlite3.Error) -> KoalaError:
-        return KoalaError(f"cannot keep the job ids past {self._limit:,} in a temporary file (TMPDIR): {exc}")
+        where = "SQLITE_TMPDIR, TMPDIR or /var/tmp"
+        return KoalaError(f"cannot keep the job ids past {self._limit:,} in a temporary file ({where}): {exc}")

@@ -130,7 +130,7 @@ class _Pipeline:
         self.send, self.receive = anyio.create_memory_object_stream[Result](window)
         self.held: dict[int, Result] = {}
         self.next_out = 0
-        self.failures: dict[int, int] = {}
+        self.first_failure: tuple[int, int] | None = None  # (index, exit status): the status of the run
         self.on_progress: Callable[[Progress], None] = lambda progress: None
         self.on_result: Callable[[Job, Result], None] | None = None
 
@@ -140,7 +140,8 @@ class _Pipeline:
             self.progress.done += 1
         else:
             self.progress.failed += 1
-            self.failures[index] = result["error"]["exit_status"]
+            if self.first_failure is None or index < self.first_failure[0]:
+                self.first_failure = index, result["error"]["exit_status"]
         self.on_progress(self.progress)
         self.held[index] = result
         try:
@@ -233,8 +234,7 @@ async def run_batch(
     on_progress(progress)
     if stopped is not None:
         raise stopped
-    failures = pipeline.failures
-    return failures[min(failures)] if failures else 0
+    return pipeline.first_failure[1] if pipeline.first_failure else 0
 
 
 def _url(link: Connection) -> str:

@@ -210,7 +210,8 @@ def test_a_failing_spill_ends_the_batch_with_one_line(keepalive: KeepAlive, monk
     monkeypatch.setattr(keyset._OnDisk, "__init__", spill)
     result = batch(keepalive, "--concurrency", "1", stdin=jobs(*({"id": n, "prompt": f"p{n}"} for n in range(6))))
     assert one_line_error(result).endswith(
-        "cannot keep the job ids past 2 in a temporary file (TMPDIR): database or disk is full"
+        "cannot keep the job ids past 2 in a temporary file (SQLITE_TMPDIR, TMPDIR or /var/tmp): "
+        "database or disk is full"
     )
     assert result.returncode == 1
     assert [r["id"] for r in strict_ndjson(result.stdout)] == [0, 1, 2]  # what was done is written, whole lines
