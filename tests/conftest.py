@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from keepalive import KeepAlive
 from standin import WAIT, RoutedStandIn, StandIn
 
@@ -39,36 +40,11 @@ from standin import WAIT, RoutedStandIn, StandIn
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-
-def _not_rewritten(*packages: str) -> None:
-    """pytest rewrites the asserts of every package that ships a pytest plugin, not only the
-    tests': all of hypothesis (its plugin imports none of it; anyio's and respx's plugins
-    import theirs at once, before this file).  Hypothesis's asserts are its own invariants,
-    which stay asserts (only the message of one that fails is plainer), and rewriting them is
-    costly where nothing can keep the result: with PYTHONDONTWRITEBYTECODE set, every xdist
-    worker and the controller parsed and compiled them again, 0.7 s of CPU each.  The tests'
-    asserts are rewritten as always.  (pytest's hook keeps its list in private attributes:
-    should they ever change, this does nothing.)"""
-    for hook in sys.meta_path:
-        marked = getattr(hook, "_must_rewrite", None)
-        cache = getattr(hook, "_marked_for_rewrite_cache", None)
-        if isinstance(marked, set) and isinstance(cache, dict):
-            marked.difference_update(packages)
-            cache.clear()
-
-
-def _hypothesis_profile() -> None:
-    """Property tests check what the code does, not how fast: on a busy 2-core machine
-    hypothesis's per-example deadline and its "input generation is slow" check fail tests that
-    are right (speed lives in bench/)."""
-    from hypothesis import HealthCheck, settings
-
-    settings.register_profile("koala", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    settings.load_profile("koala")
-
-
-_not_rewritten("hypothesis")
-_hypothesis_profile()
+# Property tests check what the code does, not how fast: on a busy 2-core machine hypothesis's
+# per-example deadline and its "input generation is slow" check fail tests that are right
+# (speed lives in bench/).
+settings.register_profile("koala", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("koala")
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
 
@@ -100,27 +76,6 @@ _EARLY = (
     "tests/unit/test_events_fast.py",
     "tests/cli/test_faults.py",
 )
-
-
-# Where every test starts koala as a process: each test module marks all its tests subprocess.
-_PROCESS_ONLY = (Path(__file__).parent / "process", Path(__file__).parent / "interop")
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """The quick loop, `-m "not subprocess"`, does not import the modules of tests/process/
-    and tests/interop/ only to deselect all their tests -- every xdist worker would, 0.1 s
-    each (0.4 s with PYTHONDONTWRITEBYTECODE).  Only if each of their test modules still
-    begins with a ``pytestmark`` naming ``pytest.mark.subprocess``: else they are collected
-    and deselected test by test, as any other -m runs them."""
-    if collection_path in _PROCESS_ONLY and config.getoption("markexpr", "").strip() == "not subprocess":
-        return _all_marked_subprocess(collection_path) or None
-    return None
-
-
-def _all_marked_subprocess(folder: Path) -> bool:
-    mark = re.compile(r"^pytestmark = .*\bpytest\.mark\.subprocess\b", re.MULTILINE)
-    modules = [*folder.glob("test_*.py"), *folder.glob("*_test.py")]
-    return all(mark.search(module.read_text(encoding="utf-8")) for module in modules)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
