@@ -543,18 +543,20 @@ def bench_history(suite: Suite) -> None:
     # first turns are compared by their slope, not from zero: a fixed cost (or saving) of -H
     # would make a ratio of added times say nothing about linearity.
     # Per round (the runs of a round are neighbours in time), then the median of the rounds.
+    # Information, not a goal: on our shared 2-core VMs the slopes, differences of differences
+    # of ~0.5 s process runs, came out 0.80-1.40x for the same code within one hour.
     rounds = zip(walls(runs["half"]), walls(runs["history"]), walls(runs["double"]), strict=True)
     slopes = [((h - a) / 10_000, (d - h) / 20_000) for a, h, d in rounds]
     early, late = median([e for e, _ in slopes]), median([lt for _, lt in slopes])
     slope = late / early if early > 0 else float("inf")
     suite.row(
         "history",
-        "koala ask -H, time a turn adds: turns 20,001-40,000 vs 10,001-20,000 (linear: 1.0x)",
+        "koala ask -H, time a turn adds: turns 20,001-40,000 vs 10,001-20,000",
         f"{late * 1e6:.2f} µs",
         f"{early * 1e6:.2f} µs",
         f"{slope:.2f}x",
-        "<= 1.1x",
-        slope <= 1.1,
+        "info (1.0x: linear)",
+        None,
     )
     suite.samples["history-e2e"] = {name: walls(values) for name, values in runs.items()}
 
