@@ -195,11 +195,11 @@ def _run(args: list[str]) -> NoReturn:
     from typer._click.utils import PacifyFlushWrapper
 
     from .app import app
-    from .exits import say, silence_stdout
+    from .exits import debug_wanted, say, silence_stdout
 
     command = typer.main.get_command(app)
     try:
-        debug = "--debug" in args or bool(os.environ.get("KOALA_DEBUG"))
+        debug = debug_wanted("--debug" in args)
         status = command.main(args=args, prog_name="koala", standalone_mode=False, obj={"debug": debug})
         sys.stdout.flush()  # help text still buffered: its failure is reported here, not at exit
     except NoArgsIsHelpError as exc:  # `koala history`: its help, on stderr

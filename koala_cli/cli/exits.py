@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..output import Writer
     from .runner import Outcome
 
-__all__ = ["fail", "finish", "hide", "say", "scrub", "silence_stdout", "tell_writer"]
+__all__ = ["debug_wanted", "fail", "finish", "hide", "say", "scrub", "silence_stdout", "tell_writer"]
 
 _SECRETS: list[str] = []  # longest first, so a password is hidden before a part of it
 
@@ -48,6 +48,12 @@ def say(line: str) -> None:
 
     sys.stderr.write(inert(scrub(line)) + "\n")
     sys.stderr.flush()
+
+
+def debug_wanted(given: bool) -> bool:
+    """``--debug`` where the option is not parsed yet: given, or KOALA_DEBUG read as Typer reads
+    it for the option (1/true/yes/on; 0, false, no, off or empty: off)."""
+    return given or os.environ.get("KOALA_DEBUG", "").strip().lower() in {"1", "true", "t", "yes", "y", "on"}
 
 
 def finish(outcome: Outcome, writer: Writer | None, debug: bool) -> None:

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 from ..errors import KoalaError
-from .exits import fail
+from .exits import debug_wanted, fail
 
 if TYPE_CHECKING:
     from ..config import Resolved
@@ -54,7 +54,7 @@ class ProfiledCommand(TyperCommand):
                 try:
                     resolved = load_settings(opts.get("profile"), bool(opts.get("no_config")))
                 except KoalaError as exc:
-                    fail(exc, None, bool(opts.get("debug")) or bool(os.environ.get("KOALA_DEBUG")))
+                    fail(exc, None, debug_wanted(bool(opts.get("debug"))))
                 ctx.meta[SETTINGS] = resolved
                 names = {param.name for param in self.params}
                 given = {_OPTION_NAMES[k]: v for k, v in resolved.from_file().items() if k in _OPTION_NAMES}

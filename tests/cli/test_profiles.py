@@ -250,3 +250,16 @@ def test_chat_runs_the_key_command_only_before_its_first_message(
     assert ran.status == 0, ran.err
     assert marker.read_text() == "x"  # once for the whole chat
     assert [r.headers["authorization"] for r in server.requests] == ["Bearer sk-chat"] * 2
+
+
+@pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
+def test_koala_debug_off_reads_as_the_debug_option_reads_it(
+    dirs: Dirs, koala: Koala, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """KOALA_DEBUG=0 is --debug off, as Typer reads the variable for the option: a bad config
+    is still the one line, not a traceback."""
+    dirs.write_config("[default\n")
+    monkeypatch.setenv("KOALA_DEBUG", value)
+    ran = koala("ask", "hi")
+    assert ran.status == 2
+    assert ran.err.count("\n") == 1 and "Traceback" not in ran.err, ran.err
