@@ -305,24 +305,31 @@ def stderr_on_a_terminal(args: list[str], stdin: bytes | None = None) -> tuple[i
         proc = popen_koala(*args, stdin=stdin, stderr=slave)
         os.close(slave)
         slave = -1
-        seen = b""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            if not select.select([master], [], [], deadline - time.monotonic())[0]:
-                continue
-            try:
-                piece = os.read(master, 4096)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not piece:
-                break
-            seen += piece
+        seen = read_terminal(master)
         out, _ = proc.communicate(timeout=WAIT)
     finally:
         if slave >= 0:
             os.close(slave)
         os.close(master)
     return proc.returncode, out, seen
+
+
+def read_terminal(master: int, limit: int = 1 << 20) -> bytes:
+    """What a pseudo-terminal showed until every writer let go of it (or ``WAIT`` passed, or
+    ``limit`` bytes came)."""
+    seen = b""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and len(seen) < limit:
+        if not select.select([master], [], [], deadline - time.monotonic())[0]:
+            break
+        try:
+            piece = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not piece:
+            break
+        seen += piece
+    return seen
 
 
 @contextlib.contextmanager

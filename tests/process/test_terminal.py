@@ -34,6 +34,7 @@ from conftest import (
     one_line_error,
     popen_koala,
     read_jsonl,
+    read_terminal,
     stderr_on_a_terminal,
     write_jsonl,
 )
@@ -55,19 +56,8 @@ def run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
         proc = popen_koala("ask", *args, stdout=slave)
     finally:
         os.close(slave)
-    out = b""
     try:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and len(out) < 1 << 20:
-            if not select.select([master], [], [], deadline - time.monotonic())[0]:
-                break
-            try:
-                piece = os.read(master, 65536)
-            except OSError:  # EIO: the child closed its end
-                break
-            if not piece:
-                break
-            out += piece
+        out = read_terminal(master)
     finally:
         os.close(master)
         if proc.poll() is None:
