@@ -120,11 +120,13 @@ def test_a_missing_ssl_cert_file_is_a_usage_error(monkeypatch: pytest.MonkeyPatc
 TIMEOUT, SLACK, HOLD_AFTER, HOLD, LATE_BY = 0.5, 0.1, 0.1, 0.7, 0.1
 
 
+CASES = [(scheme, pause) for pause in ("waiting", "after") for scheme in ("http", "https")]
+PAUSES = {"waiting": 0.3, "after": HOLD_AFTER + HOLD + LATE_BY}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("scheme", ["http", "https"])
-@pytest.mark.parametrize("pause", [0.3, HOLD_AFTER + HOLD + LATE_BY], ids=["waiting", "after"])
 def test_a_read_timeout_that_fires_late_reads_on(
-    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str, scheme: str, pause: float
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """A loop held up past a read's deadline (as a stopped process is) does not make the
     silence the server's: the read is tried again with a whole timeout, and finds what
@@ -138,36 +140,47 @@ def test_a_read_timeout_that_fires_late_reads_on(
     before the hold: the hold's 0.1 s wait ends 0.4 s before the read's deadline, on the same
     loop, and a loop held up then only holds both.  The "waiting" answer comes 0.5 s before
     the loop runs again; a server thread that answers late only makes "after" a "waiting", or
-    "waiting" an "after"; it would have to be 0.4 s late to miss the second timeout."""
+    "waiting" an "after"; it would have to be 0.4 s late to miss the second timeout.
+
+    The four cases (http and https, waiting and after) each hold their own loop in their own
+    thread, at the same time: a held loop blocks only its thread, so they take one hold."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from standin import Pause, Script, sse
     from tlsstandin import TLSStandIn
 
     monkeypatch.setattr(stopclock, "STOP_SLACK", SLACK)
-    if scheme == "https":
-        pki = request.getfixturevalue("pki")
-        server: StandIn = TLSStandIn(pki.good)
-        monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
-    else:
-        server = StandIn()
-    server.push(Script([sse("first"), Pause(pause), sse(" second", done=True)]))
-    server.start()
-    chunks: list[str] = []
+    pki = request.getfixturevalue("pki")
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
+    servers: dict[tuple[str, str], StandIn] = {}
+    for scheme, pause in CASES:
+        server = servers[scheme, pause] = TLSStandIn(pki.good) if scheme == "https" else StandIn()
+        server.push(Script([sse("first"), Pause(PAUSES[pause]), sse(" second", done=True)]))
+        server.start()
 
-    async def main() -> None:
-        async def hold_up_the_loop() -> None:
-            await anyio.sleep(HOLD_AFTER)
-            time.sleep(HOLD)  # blocks every task, as a stop would: the pending read's timeout passes
+    def run(server: StandIn) -> str:
+        chunks: list[str] = []
 
-        async with anyio.create_task_group() as group:
-            stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=TIMEOUT, retries=0)
-            async for chunk in stream:
-                if not chunks:
-                    group.start_soon(hold_up_the_loop)
-                chunks.append(chunk)
+        async def main() -> None:
+            async def hold_up_the_loop() -> None:
+                await anyio.sleep(HOLD_AFTER)
+                time.sleep(HOLD)  # blocks every task, as a stop would: the pending read's timeout passes
+
+            async with anyio.create_task_group() as group:
+                stream = Koala.create_async_generator("", HI, base_url=server.base_url, timeout=TIMEOUT, retries=0)
+                async for chunk in stream:
+                    if not chunks:
+                        group.start_soon(hold_up_the_loop)
+                    chunks.append(chunk)
+
+        anyio.run(main, backend=backend)
+        return "".join(chunks)
 
     try:
-        anyio.run(main, backend=backend)
+        with ThreadPoolExecutor(len(CASES)) as pool:
+            replies = dict(zip(CASES, pool.map(run, servers.values()), strict=True))
     finally:
-        server.stop()
-    assert "".join(chunks) == "first second"
-    assert len(server.requests) == 1
+        for server in servers.values():
+            server.stop()
+    for case, server in servers.items():
+        assert (replies[case], len(server.requests)) == ("first second", 1), case
