@@ -7,8 +7,11 @@ Where a test lives says how it runs koala:
 - ``tests/cli/``     commands in process through :func:`invoke` (about 15 ms an ask);
 - ``tests/process/`` the real ``koala`` command through :func:`run_koala` or :func:`popen_koala`,
   where the process is the point (pipes, signals, buffering, exit statuses, concurrency,
-  terminals); those modules carry ``pytestmark = pytest.mark.subprocess``, so
-  ``pytest -m "not subprocess"`` is the quick loop while editing.
+  terminals);
+- ``tests/interop/`` the real ``koala`` command against servers written by others.
+
+The last two folders are the ``subprocess`` tests: the folder is the mark, and
+``pytest -m "not subprocess"``, the quick loop while editing, does not even import them.
 """
 
 from __future__ import annotations
@@ -47,6 +50,23 @@ settings.register_profile("koala", deadline=None, suppress_health_check=[HealthC
 settings.load_profile("koala")
 
 pytest_plugins = ["daily_helpers"]  # the `koala` (in process) and `dirs` fixtures of issue 11's tests
+
+
+HERE = Path(__file__).parent
+SUBPROCESS_FOLDERS = (HERE / "process", HERE / "interop")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if item.path.parent in SUBPROCESS_FOLDERS:
+        item.add_marker(pytest.mark.subprocess)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under exactly ``-m "not subprocess"`` the subprocess folders are not collected: every
+    test in them would be deselected, after importing the modules and the servers they use."""
+    if config.option.markexpr == "not subprocess" and collection_path in SUBPROCESS_FOLDERS:
+        return True
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown with -p no:xdist

@@ -19,8 +19,6 @@ from typing import Any
 import pytest
 from realservers import AiohttpServer, Step, UvicornServer
 
-pytestmark = pytest.mark.subprocess
-
 ERROR = {"message": "upstream exploded: rate limited by the model host", "type": "server_error", "code": "502"}
 
 SCENARIOS: dict[str, list[Step]] = {

@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
 from conftest import KOALA, WAIT, jobs, run_koala, stderr_on_a_terminal, stop, strict, strict_ndjson
 from keepalive import Answer, KeepAlive, Request, echo, events
-
-pytestmark = pytest.mark.subprocess
 
 
 def batch(server: KeepAlive, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from conftest import KOALA, WAIT, popen_koala, run_koala, stop
 
-pytestmark = pytest.mark.subprocess
-
 C_LOCALE = {"LC_ALL": "C", "PYTHONUTF8": "0", "LANG": None, "LC_CTYPE": None, "PYTHONIOENCODING": None}
 
 

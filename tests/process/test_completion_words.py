@@ -15,7 +15,7 @@ from conftest import run_koala
 from daily_helpers import Dirs
 from standin import Script, StandIn
 
-pytestmark = [pytest.mark.subprocess, pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")]
+pytestmark = [pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")]
 
 
 def complete(script: Path, *words: str) -> list[str]:

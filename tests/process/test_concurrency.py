@@ -21,7 +21,6 @@ import pytest
 from conftest import WAIT, jobs, ndjson, popen_koala, read_exactly, read_lines, stop
 from standin import Recorded, RoutedStandIn, Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
 PRIOR = b'{"role":"user","content":"earlier"}\n{"role":"assistant","content":"before"}'  # no final newline
 
 COMPLETE = range(0, 16)  # released together: their appends race each other

@@ -9,10 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import KOALA, WAIT
-
-pytestmark = pytest.mark.subprocess
 
 EDITOR = """\
 import os, signal, sys, time

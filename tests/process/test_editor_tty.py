@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import KOALA
 
-pytestmark = [pytest.mark.subprocess, pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pty")]
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pty")]
 
 EDITOR = """\
 import os, sys

@@ -14,8 +14,6 @@ import pytest
 from conftest import HISTORY_BYTES, KOALA, WAIT, history_file, one_line_error, run_koala
 from standin import Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 
 def binding_permissions(path: Path, mode: int) -> tuple[str, ...]:
     """A command prefix under which ``path``'s mode bits (set here) bind, even for root.

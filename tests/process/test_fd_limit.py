@@ -18,8 +18,6 @@ from conftest import KOALA
 from standin import Recorded, Script, sse
 from tlsstandin import TLSStandIn, make_pki
 
-pytestmark = pytest.mark.subprocess
-
 JOBS = 40
 LIMIT = 24  # enough to start Python and some connections, not all forty
 

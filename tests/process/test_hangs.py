@@ -22,8 +22,6 @@ import pytest
 from conftest import HISTORY_READERS, KOALA, PRIOR, WAIT, read_exactly
 from standin import Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 PIPE = subprocess.PIPE
 WAITING = b"koala: waiting for "  # the start of the notice koala prints once after a second of waiting
 

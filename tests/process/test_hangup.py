@@ -7,11 +7,8 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
 from conftest import HISTORY_BYTES, WAIT, history_file, jobs, read_lines, running
 from standin import Script, StandIn, sse
-
-pytestmark = pytest.mark.subprocess
 
 
 def test_hangup_mid_reply_saves_nothing(server: StandIn, tmp_path: Path) -> None:

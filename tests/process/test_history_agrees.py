@@ -19,8 +19,6 @@ import pytest
 from conftest import KOALA, PRIOR, WAIT, read_exactly, run_koala
 from standin import Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 PIPE = subprocess.PIPE
 START = b'{"type":"start","model":"gpt-4o-mini"}\n'
 

@@ -24,8 +24,6 @@ import pytest
 from conftest import KOALA, WAIT, no_traceback
 from standin import DROP, Repeat, Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 

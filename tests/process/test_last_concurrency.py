@@ -6,11 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import KOALA
 from standin import Recorded, Script, StandIn, sse
-
-pytestmark = pytest.mark.subprocess
 
 RUNS = 8
 

@@ -5,10 +5,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
 from conftest import KOALA, WAIT
-
-pytestmark = pytest.mark.subprocess
 
 LIMIT = 600 * 1024 * 1024  # address space: room to start, none for gigabytes of prompt
 

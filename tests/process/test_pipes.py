@@ -26,8 +26,6 @@ from conftest import (
 )
 from standin import Notify, RoutedStandIn, Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
 def test_first_chunk_reaches_the_pipe_while_the_server_pauses(server: StandIn, json_flag: list[str]) -> None:

@@ -9,11 +9,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import KOALA, WAIT
 from standin import Script, StandIn, sse
-
-pytestmark = pytest.mark.subprocess
 
 OSC = "\x1b]0;pwned\x07"  # retitles a terminal
 

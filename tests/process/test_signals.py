@@ -30,8 +30,6 @@ from conftest import (
 )
 from standin import Notify, RoutedStandIn, Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_mid_reply(server: StandIn, tmp_path: Path, signum: int, status: int) -> None:

@@ -9,8 +9,6 @@ import pytest
 from conftest import run_koala
 from standin import Pause, Script, StandIn
 
-pytestmark = pytest.mark.subprocess
-
 
 def event(escaped: str) -> bytes:
     return b'data: "' + escaped.encode() + b'"\n\n'

@@ -12,8 +12,6 @@ import pytest
 from conftest import HISTORY_BYTES, KOALA, WAIT, history_file
 from standin import Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 REPLY = [sse("x" * 4000)] * 100  # 400 kB: far more than a pipe holds
 
 

@@ -8,8 +8,6 @@ import sys
 import pytest
 from conftest import WAIT
 
-pytestmark = pytest.mark.subprocess
-
 
 def _modules_after(code: str) -> set[str]:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=WAIT)

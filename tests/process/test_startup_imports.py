@@ -1,9 +1,6 @@
 """The real `koala` process loads no library it does not use, whatever else is installed."""
 
-import pytest
 from conftest import run_koala
-
-pytestmark = pytest.mark.subprocess
 
 
 def test_a_request_loads_neither_httpx_cli_nor_trio() -> None:

@@ -17,8 +17,6 @@ import pytest
 from conftest import KOALA, read_exactly
 from standin import Notify, Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 TIMEOUT = "1"
 STOPPED_FOR = 3.0  # well past --timeout
 

@@ -40,8 +40,6 @@ from conftest import (
 )
 from standin import Script, StandIn, sse
 
-pytestmark = pytest.mark.subprocess
-
 
 def run_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
     """Run koala with a pty (raw mode, so the bytes are exactly what koala wrote) as stdout."""
