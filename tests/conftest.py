@@ -440,6 +440,19 @@ def error_line(result: subprocess.CompletedProcess[bytes] | bytes, *, debug: boo
     return lines[-1]
 
 
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries wait a tenth of their backoff (the first 25-50 ms), for tests of what koala
+    retries and what it says, not of how long it waits: the backoff itself is tested in
+    tests/unit/test_transport.py, and timed in tests/process/test_batch_scale.py."""
+    import functools
+
+    from koala_cli import backoff, transport
+
+    quick = functools.partial(backoff.backoff_delay, base=backoff.BACKOFF_BASE / 10)
+    monkeypatch.setattr(transport, "backoff_delay", quick)
+
+
 def retry_delay(notice: str) -> float:
     """The seconds a retry notice says koala waits."""
     found = re.search(r"retry\w* in (\d+(?:\.\d+)?) ?s", notice)

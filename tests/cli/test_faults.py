@@ -114,6 +114,7 @@ def test_other_statuses_are_not_retried(server: StandIn, status: int) -> None:
     assert len(server.requests) == 1
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_refused_connection_is_retried_then_reported() -> None:
     result = koala("--base-url", f"http://127.0.0.1:{closed_port()}", "--retries", "1", "hi")
     assert result.returncode == 3
@@ -123,6 +124,7 @@ def test_refused_connection_is_retried_then_reported() -> None:
     assert "2 attempts" in message
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_hangup_before_the_answer_is_retried(server: StandIn) -> None:
     server.push(Script(hangup=True))
     result = ask(server, "hi", retries=1)
@@ -132,6 +134,7 @@ def test_hangup_before_the_answer_is_retried(server: StandIn) -> None:
     assert len(server.requests) == 2
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_silence_before_the_answer_is_retried(server: StandIn) -> None:
     gate = threading.Event()
     server.push(Script(before=[gate]))

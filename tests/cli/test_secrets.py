@@ -177,6 +177,7 @@ def test_reason_phrase_is_inert_in_the_error_line(server: StandIn) -> None:
     assert "pwned" in line and "\\x1b" in line  # shown, escaped
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_reason_phrase_is_inert_in_the_retry_notice(server: StandIn) -> None:
     server.push(Script([b""], status=503, reason=f"Busy{OSC}", headers={"Content-Type": "text/plain"}))
     result = koala("ask", "--base-url", server.base_url, "--retries", "1", "hi")
@@ -209,6 +210,7 @@ def test_server_text_is_inert_in_error_lines(server: StandIn, script: Script) ->
         assert_inert(result.stderr)
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_batch_retry_notices_are_inert(server: StandIn) -> None:
     server.push(Script([b""], status=503, reason=f"Busy{OSC}", headers={"Content-Type": "text/plain"}))
     result = koala("batch", "--lines", "--base-url", server.base_url, "--retries", "1", stdin=b"hi\n")

@@ -64,6 +64,7 @@ def ask(url: str, backend: str, retries: int = 3) -> tuple[str, list[str]]:
     return anyio.run(main, backend=backend), notices
 
 
+@pytest.mark.usefixtures("quick_backoff")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_temporary_resolver_failure_is_retried(
     server: StandIn, monkeypatch: pytest.MonkeyPatch, backend: str
