@@ -61,10 +61,15 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.subprocess)
 
 
+def quick_loop(config: pytest.Config) -> bool:
+    """Exactly ``-m "not subprocess"``: the loop to run while editing."""
+    return bool(config.option.markexpr == "not subprocess")
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Under exactly ``-m "not subprocess"`` the subprocess folders are not collected: every
-    test in them would be deselected, after importing the modules and the servers they use."""
-    if config.option.markexpr == "not subprocess" and collection_path in SUBPROCESS_FOLDERS:
+    """The quick loop does not collect the subprocess folders: every test in them would be
+    deselected, after importing the modules and the servers they use."""
+    if quick_loop(config) and collection_path in SUBPROCESS_FOLDERS:
         return True
     return None
 
@@ -74,9 +79,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`pytest -n auto` (pytest-xdist, as the README runs the suite): two workers a CPU.  Much
     of the suite's time is waiting -- for koala processes to start and end, for timeouts,
     locks and paced servers -- and a second worker a core fills it; every test is safe in
-    parallel (ports from the OS, tmp_path only, no process-group signals)."""
+    parallel (ports from the OS, tmp_path only, no process-group signals).  The quick loop
+    waits far less, and every worker collects the tests again (compiling them, where Python
+    may not keep bytecode): one worker more than the CPUs."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return 2 * cpus
+    return cpus + 1 if quick_loop(config) else 2 * cpus
 
 
 # Run first when the tests run in parallel: what takes seconds of real time each (processes by
