@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import KoalaError, UsageError
-from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Continue, Debug, TurnOptions, check_text, continued, expand_options
+from .request import RequestOptions
 from .requestlog import Logged, LogOptions
 from .runner import run_guarded
-from .sampling import SamplingOptions
 from .settings import settings_of
 from .stall import StallAware
 from .stdio import notice, read_stdin, write_out
@@ -77,9 +76,7 @@ def ask(
     json_output: JsonRecords = False,
     dry_run: DryRun = False,
     stats: Stats = False,
-    connection: ConnectionOptions = ConnectionOptions(),
-    sampling: SamplingOptions = SamplingOptions(),
-    logging: LogOptions = LogOptions(),
+    request: RequestOptions = RequestOptions(),
     debug: Debug = False,
 ) -> None:
     from ..turn import AskOptions
@@ -96,15 +93,15 @@ def ask(
             system=turn.system_text(),
             history=history,
             max_turns=max_turns,
-            connection=connection.resolve(settings, send=not dry_run, sampling=sampling),
+            connection=request.resolve(settings, send=not dry_run),
         )
         if dry_run:
             _dry_run(options, json_output, debug)
             return
-        log = logging.path()
+        log = request.logging.path()
     except KoalaError as exc:
         fail(exc, writer, debug)
-    _send(options, settings, json_output=json_output, log=(logging, log), stats=stats, debug=debug)
+    _send(options, settings, json_output=json_output, log=(request.logging, log), stats=stats, debug=debug)
 
 
 def _send(

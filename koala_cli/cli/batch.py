@@ -10,12 +10,11 @@ import typer
 
 from ..errors import KoalaError, UsageError, exit_status_help
 from .batchio import Output, count_jobs, is_regular, open_file, open_input, reader
-from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Debug, TurnOptions, expand_options
+from .request import RequestOptions
 from .requestlog import Logged, LogOptions
 from .runner import run_guarded
-from .sampling import SamplingOptions
 from .settings import settings_of
 from .stdio import notice, on_terminal
 
@@ -84,9 +83,7 @@ def batch(
     rate: Rate = None,
     shard: ShardOption = None,
     turn: TurnOptions = TurnOptions(),
-    connection: ConnectionOptions = ConnectionOptions(),
-    sampling: SamplingOptions = SamplingOptions(),
-    logging: LogOptions = LogOptions(),
+    request: RequestOptions = RequestOptions(),
     debug: Debug = False,
 ) -> None:
     from ..jobs import JobParser, Shard
@@ -99,13 +96,13 @@ def batch(
         options = BatchOptions(
             model=turn.model or "",
             system=turn.system_text(),
-            connection=connection.resolve(settings, sampling=sampling),
+            connection=request.resolve(settings),
             concurrency=concurrency,
             ordered=not unordered,
             interval=None if rate is None else parse_rate(rate),
         )
         chosen = None if shard is None else Shard.parse(shard)
-        reports = _Reports(logging, logging.path(), settings.profile, options)
+        reports = _Reports(request.logging, request.logging.path(), settings.profile, options)
         name, fd = open_input(file)
         done_fd = open_file(resume) if resume is not None and resume.exists() else None
     except KoalaError as exc:

@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import KoalaError
-from .connection import ConnectionOptions
 from .exits import fail, finish
 from .options import Continue, Debug, TurnOptions, continued, expand_options
-from .requestlog import LogOptions
+from .request import RequestOptions
 from .runner import run_guarded
-from .sampling import SamplingOptions
 from .session import Session
 from .settings import settings_of
 from .stdio import notice
@@ -48,25 +46,23 @@ def chat(
     ] = None,
     continue_: Continue = False,
     turn: TurnOptions = TurnOptions(),
-    connection: ConnectionOptions = ConnectionOptions(),
-    sampling: SamplingOptions = SamplingOptions(),
-    logging: LogOptions = LogOptions(),
+    request: RequestOptions = RequestOptions(),
     debug: Debug = False,
 ) -> None:
     settings = settings_of(ctx)
     try:
         history = continued(history, continue_)
-        link = connection.resolve(settings, sampling=sampling, send=False)
-        pending_key = connection.key_command(settings)  # run before the first message is sent
+        link = request.resolve(settings, send=False)
+        pending_key = request.connection.key_command(settings)  # run before the first message is sent
         system = turn.system_text()
         link.provider.get_model(turn.model)  # a provider without a default needs -m before the first turn
-        log = logging.path()
+        log = request.logging.path()
     except KoalaError as exc:
         fail(exc, None, debug)
     prior = _prior(history, link, debug) if history is not None else []
     session = Session(link, prior, history, turn.model or "", system, debug)
     session.remember = bool(settings.value("remember_last")) and history is not None
-    session.log = (logging, log, settings.profile)
+    session.log = (request.logging, log, settings.profile)
     session.pending_key = pending_key
     try:
         status = session.loop()

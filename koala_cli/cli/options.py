@@ -2,11 +2,13 @@
 
 Options that belong together are dataclasses of Typer options: ``TurnOptions`` (model and
 system text) here, ``ConnectionOptions`` (how to reach the server, ``.connection``),
-``SamplingOptions`` (``.sampling``) and ``LogOptions`` (``.requestlog``).  A command takes
-each as one parameter, and the ``expand_options`` decorator shows Typer their fields in that
-parameter's place (Typer reads ``__signature__`` and calls commands by keyword), so each
-command receives one object.  Annotations are objects, not strings: Typer would otherwise
-evaluate them on every run.  ``check_text`` is the one check of an argument's text.
+``SamplingOptions`` (``.sampling``) and ``LogOptions`` (``.requestlog``), the last three
+bundled as ``RequestOptions`` (``.request``), which every command that asks takes.  A command
+takes each group as one parameter, and the ``expand_options`` decorator shows Typer their
+fields in that parameter's place, a nested group's in its own (Typer reads ``__signature__``
+and calls commands by keyword), so each command receives one object.  Annotations are
+objects, not strings: Typer would otherwise evaluate them on every run.  ``check_text`` is
+the one check of an argument's text.
 """
 
 import functools
@@ -133,27 +135,44 @@ def expand_options(command: Command) -> Command:
     groups: dict[str, Any] = {}
     params: list[inspect.Parameter] = []
     for param in inspect.signature(command).parameters.values():
-        if not is_dataclass(param.annotation):
+        if is_dataclass(param.annotation):
+            groups[param.name] = param.annotation
+            params += _options_of(param.annotation)
+        else:
             params.append(param)
-            continue
-        groups[param.name] = param.annotation
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        params += [
-            inspect.Parameter(f.name, kind, default=f.default, annotation=f.type) for f in fields(param.annotation)
-        ]
 
     @functools.wraps(command)
     def expanded(**kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug", False))
         try:
-            for name, options in groups.items():
-                kwargs[name] = options(**{f.name: kwargs.pop(f.name) for f in fields(options)})
+            for name, group in groups.items():
+                kwargs[name] = _built(group, kwargs)
         except UsageError as exc:
-            fail(exc, None, kwargs.get("debug", False))
+            fail(exc, None, debug)
         return command(**kwargs)
 
     expanded.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     expanded.__annotations__ = {param.name: param.annotation for param in params}
     return expanded  # type: ignore[return-value]
+
+
+def _options_of(group: Any) -> list[inspect.Parameter]:
+    """A group's fields as parameters, each nested group's fields in its place."""
+    params: list[inspect.Parameter] = []
+    for option in fields(group):
+        if is_dataclass(option.type):
+            params += _options_of(option.type)
+        else:
+            kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+            params.append(inspect.Parameter(option.name, kind, default=option.default, annotation=option.type))
+    return params
+
+
+def _built(group: Any, values: dict[str, Any]) -> Any:
+    """The group made of its options' values (taken out of ``values``), nested groups too."""
+    return group(
+        **{f.name: _built(f.type, values) if is_dataclass(f.type) else values.pop(f.name) for f in fields(group)}
+    )
 
 
 @overload
