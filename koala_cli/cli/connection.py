@@ -33,7 +33,6 @@ BaseUrl = Annotated[
         metavar="URL",
         envvar="KOALA_BASE_URL",
         help="Server to ask [default: https://koala.sh; openai: https://api.openai.com].",
-        show_default=False,
     ),
 ]
 Timeout = Annotated[

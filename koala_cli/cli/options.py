@@ -32,7 +32,6 @@ Model = Annotated[
         metavar="MODEL",
         envvar="KOALA_MODEL",
         help="Model name [default: gpt-4o-mini; openai: none, name one].",
-        show_default=False,
     ),
 ]
 System = Annotated[

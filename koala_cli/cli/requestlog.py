@@ -17,7 +17,6 @@ LogFile = Annotated[
         metavar="FILE",
         envvar="KOALA_LOG",
         help="Append one JSON line per request to FILE (time, model, host, sizes, usage, status).",
-        show_default=False,
     ),
 ]
 LogPrompts = Annotated[bool, typer.Option("--log-prompts", help="With --log: include the prompt text.")]

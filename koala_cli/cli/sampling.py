@@ -10,9 +10,7 @@ import typer
 if TYPE_CHECKING:
     from ..config import Resolved
 
-Temperature = Annotated[
-    float | None, typer.Option("--temperature", metavar="F", help="Sampling temperature (openai).", show_default=False)
-]
+Temperature = Annotated[float | None, typer.Option("--temperature", metavar="F", help="Sampling temperature (openai).")]
 TopP = Annotated[float | None, typer.Option("--top-p", metavar="F", help="Nucleus sampling, 0-1 (openai).")]
 MaxTokens = Annotated[int | None, typer.Option("--max-tokens", metavar="N", help="Longest reply, in tokens (openai).")]
 Seed = Annotated[int | None, typer.Option("--seed", metavar="N", help="Seed for repeatable sampling (openai).")]

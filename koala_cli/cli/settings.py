@@ -30,7 +30,6 @@ Profile = Annotated[
         metavar="NAME",
         envvar="KOALA_PROFILE",
         help="Use [profiles.NAME] of the config file (see 'koala config').",
-        show_default=False,
     ),
 ]
 NoConfig = Annotated[bool, typer.Option("--no-config", help="Read no config file (as KOALA_CONFIG= does).")]
