@@ -70,7 +70,8 @@ Role = Annotated[
 
 @dataclass(eq=False, repr=False)  # plain records: each generated method costs start-up time
 class TurnOptions:
-    """What every question is asked with: the model and a system instruction."""
+    """What every question is asked with: the model, and a system instruction made of a role,
+    system files and ``-s`` (see ``system_text``)."""
 
     model: Model = None
     system: System = None
