@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UsageError
+from .prompt import read_bytes
 
 __all__ = ["list_roles", "read_role"]
 
@@ -30,7 +31,7 @@ def read_role(folder: Path, name: str) -> str:
         raise UsageError(f"bad role name {name!r} (a file name in {folder}, without .md)")
     path = folder / f"{name}.md"
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)  # never a device: a role linked to /dev/zero is refused
     except (FileNotFoundError, IsADirectoryError):
         known = ", ".join(list_roles(folder)) or f"none: add NAME.md files to {folder}"
         raise UsageError(f"unknown role {name!r} (known: {known})") from None

@@ -100,27 +100,12 @@ class TurnOptions:
 
 
 def read_file(path: Path, option: str) -> str:
-    """A text file named by an option: not UTF-8, missing or unreadable is a usage error.
-
-    A pipe is read (``-f <(command)``), and the null device (empty); another device is not
-    even opened: ``/dev/zero`` would be read until memory ran out, a terminal would wait for
-    typing."""
-    import stat
-
-    from ..prompt import read_text_file
-
-    def refuse_devices(info: os.stat_result) -> None:
-        mode = info.st_mode
-        if stat.S_ISCHR(mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
-            return
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
-            raise UsageError(f"{option} {path}: not a regular file or a pipe")
+    """A text file named by an option: not UTF-8, missing, unreadable or a device (see
+    ``prompt.read_bytes``) is a usage error."""
+    from ..prompt import read_bytes, read_text_file
 
     try:
-        refuse_devices(path.stat())
-        with path.open("rb") as file:
-            refuse_devices(os.fstat(file.fileno()))  # the same file that was checked
-            data = file.read()
+        data = read_bytes(path)
     except OSError as exc:
         raise UsageError(f"{option} {path}: {exc.strerror or exc}") from None
     return read_text_file(data, str(path))

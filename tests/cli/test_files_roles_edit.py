@@ -135,6 +135,17 @@ def test_role_in_chat_and_batch(dirs: Dirs, koala: Koala, server: StandIn) -> No
     assert server.requests[1].json()["input"] == "yo Talk like a pirate."
 
 
+def test_a_role_that_is_a_device_is_never_read(dirs: Dirs, koala: Koala, server: StandIn) -> None:
+    """A role linked to /dev/zero would be read until memory ran out, as -f would."""
+    (dirs.config / "roles").mkdir(parents=True)
+    (dirs.config / "roles" / "zero.md").symlink_to("/dev/zero")
+    ran = koala("ask", "--base-url", server.base_url, "-r", "zero", "hi")
+    assert ran.status == 2
+    assert ran.error_line() == f"{dirs.config / 'roles' / 'zero.md'}: not a regular file or a pipe"
+    assert server.requests == []
+    assert koala("roles").out == ""  # nor listed
+
+
 @pytest.mark.parametrize("command", ["ask", "chat", "batch"])
 def test_bad_roles_and_system_files_are_exit_2(dirs: Dirs, koala: Koala, server: StandIn, command: str) -> None:
     (dirs.config / "roles").mkdir(parents=True)
