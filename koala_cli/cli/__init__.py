@@ -30,17 +30,20 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     _prepare_streams()
     sys.excepthook = _scrubbed_traceback  # a bug's traceback: secrets masked, inert, like any line
-    if "--debug" not in args and not os.environ.get("KOALA_DEBUG"):
-        # what Python can only report as "Exception ignored in ..." (an event loop that a
-        # lack of file descriptors left half-built) is not koala's message to print
-        sys.unraisablehook = lambda unraisable: None
     if sys.stdout is None:
         sys.stderr.write("koala: error: standard output is closed\n")
         sys.exit(ExitStatus.ERROR)
     if args == ["--version"]:
         _version()
     try:
-        _run(args)
+        from .exits import debug_wanted
+
+        debug = debug_wanted(debug_option_given(args))  # for what fails before Typer parses it
+        if not debug:
+            # what Python can only report as "Exception ignored in ..." (an event loop that a
+            # lack of file descriptors left half-built) is not koala's message to print
+            sys.unraisablehook = lambda unraisable: None
+        _run(args, debug)
     except KeyboardInterrupt:  # Ctrl-C before any signal handling of ours was in place
         sys.stderr.write("koala: interrupted by SIGINT\n")
         sys.exit(ExitStatus.SIGINT)
@@ -187,7 +190,12 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
-def _run(args: list[str]) -> NoReturn:
+def debug_option_given(args: list[str]) -> bool:
+    """``--debug`` among the arguments, before a ``--`` (after it, a word of the prompt)."""
+    return "--debug" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _run(args: list[str], debug: bool) -> NoReturn:
     import typer
 
     # Typer vendors click (koala pins typer below 0.29): its usage errors live here.
@@ -195,11 +203,10 @@ def _run(args: list[str]) -> NoReturn:
     from typer._click.utils import PacifyFlushWrapper
 
     from .app import app
-    from .exits import debug_wanted, say, silence_stdout
+    from .exits import say, silence_stdout
 
     command = typer.main.get_command(app)
     try:
-        debug = debug_wanted("--debug" in args)
         status = command.main(args=args, prog_name="koala", standalone_mode=False, obj={"debug": debug})
         sys.stdout.flush()  # help text still buffered: its failure is reported here, not at exit
     except NoArgsIsHelpError as exc:  # `koala history`: its help, on stderr
@@ -213,7 +220,7 @@ def _run(args: list[str]) -> NoReturn:
         silence_stdout()
         sys.exit(ExitStatus.SIGPIPE)
     except OSError as exc:
-        _system_failure(exc, args)
+        _system_failure(exc, debug)
     except MemoryError:  # freed by now: what held it is gone with the stack
         _out_of_memory()
     except BaseExceptionGroup as group:  # the same, inside a task group
@@ -225,7 +232,7 @@ def _run(args: list[str]) -> NoReturn:
         first: BaseException = errors
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
-        _system_failure(first, args)
+        _system_failure(first, debug)
     except SystemExit as exit_:
         if isinstance(sys.stdout, PacifyFlushWrapper):  # click's own answer to EPIPE is exit 1
             silence_stdout()
@@ -244,12 +251,12 @@ def _out_of_memory() -> NoReturn:
 _WRITE_FAILURES = frozenset((errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
 
 
-def _system_failure(exc: BaseException, args: list[str]) -> NoReturn:
+def _system_failure(exc: BaseException, debug: bool) -> NoReturn:
     """The system refused something (help text on a full disk, no file descriptor left):
     one line and status 1, never a traceback (unless --debug)."""
     from .exits import say, silence_stdout
 
-    if "--debug" in args or os.environ.get("KOALA_DEBUG"):
+    if debug:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)

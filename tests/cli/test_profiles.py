@@ -263,3 +263,32 @@ def test_koala_debug_off_reads_as_the_debug_option_reads_it(
     ran = koala("ask", "hi")
     assert ran.status == 2
     assert ran.err.count("\n") == 1 and "Traceback" not in ran.err, ran.err
+
+
+@pytest.mark.parametrize(("value", "traceback"), [("0", False), ("off", False), ("", False), ("1", True)])
+def test_koala_debug_decides_the_traceback_of_a_system_failure(
+    koala: Koala, monkeypatch: pytest.MonkeyPatch, value: str, traceback: bool
+) -> None:
+    """The system refusing something (no file descriptor left) is one line, with a traceback
+    only when KOALA_DEBUG is on as the --debug option reads it."""
+    import errno
+
+    from koala_cli import roles
+
+    def exhausted(folder: object) -> list[str]:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(roles, "list_roles", exhausted)
+    monkeypatch.setenv("KOALA_DEBUG", value)
+    ran = koala("roles")
+    assert ran.status == 1
+    assert ran.err.rstrip().endswith("koala: error: Too many open files (see 'ulimit -n')")
+    assert ("Traceback" in ran.err) is traceback, ran.err
+
+
+def test_a_prompt_word_after_double_dash_is_not_the_debug_option() -> None:
+    from koala_cli.cli import debug_option_given
+
+    assert debug_option_given(["ask", "--debug", "hi"])
+    assert not debug_option_given(["ask", "--", "--debug"])
+    assert not debug_option_given(["ask", "hi"])
