@@ -57,7 +57,7 @@ SUBPROCESS_FOLDERS = (HERE / "process", HERE / "interop")
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.path.parent in SUBPROCESS_FOLDERS:
+    if any(folder in item.path.parents for folder in SUBPROCESS_FOLDERS):  # subfolders too
         item.add_marker(pytest.mark.subprocess)
 
 

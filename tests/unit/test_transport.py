@@ -118,7 +118,7 @@ def test_a_missing_ssl_cert_file_is_a_usage_error(monkeypatch: pytest.MonkeyPatc
 
 # The read timeout, STOP_SLACK, when the loop is held and for how long, and how long after it
 # runs again the "after" answer comes, in seconds (the test's docstring has the margins).
-TIMEOUT, SLACK, HOLD_AFTER, HOLD, LATE_BY = 0.5, 0.1, 0.1, 0.7, 0.1
+TIMEOUT, SLACK, HOLD_AFTER, HOLD, LATE_BY = 0.5, 0.1, 0.1, 0.7, 0.25
 
 
 CASES = [(scheme, pause) for pause in ("waiting", "after") for scheme in ("http", "https")]
@@ -130,9 +130,12 @@ def test_a_read_timeout_that_fires_late_reads_on(
     monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """A loop held up past a read's deadline (as a stopped process is) does not make the
-    silence the server's: the read is tried again with a whole timeout, and finds what
-    arrived meanwhile ("waiting") or what arrives soon after ("after": 0.1 s after the loop
-    runs again, well within the 0.5 s timeout, but long after the first deadline).
+    silence the server's.  "after": the answer comes 0.25 s after the loop runs again, well
+    within the 0.5 s timeout but long after the first deadline, which fires late; the read is
+    tried again with a whole timeout and finds it (checked: a read timed out, and the reply
+    is whole).  "waiting": the answer came while the loop was held, and is read whole with
+    nothing lost -- the loop sees the data before the expired timeout, so this case guards the
+    bytes, not the retry (it passes with STOP_SLACK at 100 s; "after" fails).
 
     The loop is held 0.7 s from 0.1 s after the first chunk: the pending read has waited at
     least 0.8 s when it runs again (both sleeps only ever run long), 0.2 s past its 0.5 s
@@ -140,27 +143,42 @@ def test_a_read_timeout_that_fires_late_reads_on(
     here from 0.5 s to keep the hold short; the rule is the same).  The read cannot time out
     before the hold: the hold's 0.1 s wait ends 0.4 s before the read's deadline, on the same
     loop, and a loop held up then only holds both.  The "waiting" answer comes 0.5 s before
-    the loop runs again; a server thread that answers late only makes "after" a "waiting", or
-    "waiting" an "after"; it would have to be 0.4 s late to miss the second timeout.
+    the loop runs again.  A hold that runs long, or a server thread that answers late, would
+    have to be 0.25 s off to make "after" a "waiting" or miss the second timeout.
 
     The four cases (http and https, waiting and after) each hold their own loop in their own
     thread, at the same time: a held loop blocks only its thread, so they take one hold."""
+    import contextlib
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
+    import httpcore
+    from httpcore._backends.anyio import AnyIOStream
+    from httpcore._backends.trio import TrioStream
     from standin import Pause, Script, sse
     from tlsstandin import TLSStandIn
 
+    timed_out: dict[int, int] = {}  # by thread: the network reads that timed out
+
+    def counted(read: Any) -> Any:
+        async def counted_read(self: Any, max_bytes: int, timeout: float | None = None) -> bytes:
+            try:
+                return bytes(await read(self, max_bytes, timeout))
+            except httpcore.ReadTimeout:
+                timed_out[threading.get_ident()] = timed_out.get(threading.get_ident(), 0) + 1
+                raise
+
+        return counted_read
+
+    for stream in (AnyIOStream, TrioStream):
+        monkeypatch.setattr(stream, "read", counted(stream.read))
     monkeypatch.setattr(stopclock, "STOP_SLACK", SLACK)
     pki = request.getfixturevalue("pki")
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca))
-    servers: dict[tuple[str, str], StandIn] = {}
-    for scheme, pause in CASES:
-        server = servers[scheme, pause] = TLSStandIn(pki.good) if scheme == "https" else StandIn()
-        server.push(Script([sse("first"), Pause(PAUSES[pause]), sse(" second", done=True)]))
-        server.start()
 
-    def run(server: StandIn) -> str:
+    def run(server: StandIn) -> tuple[str, int]:
         chunks: list[str] = []
+        before = timed_out.get(threading.get_ident(), 0)
 
         async def main() -> None:
             async def hold_up_the_loop() -> None:
@@ -175,13 +193,22 @@ def test_a_read_timeout_that_fires_late_reads_on(
                     chunks.append(chunk)
 
         anyio.run(main, backend=backend)
-        return "".join(chunks)
+        return "".join(chunks), timed_out.get(threading.get_ident(), 0) - before
 
-    try:
+    with contextlib.ExitStack() as running:  # every server started is stopped, whatever fails
+        servers: dict[tuple[str, str], StandIn] = {}
+        for scheme, pause in CASES:
+            server = servers[scheme, pause] = TLSStandIn(pki.good) if scheme == "https" else StandIn()
+            server.push(Script([sse("first"), Pause(PAUSES[pause]), sse(" second", done=True)]))
+            server.start()
+            running.callback(server.stop)
         with ThreadPoolExecutor(len(CASES)) as pool:
-            replies = dict(zip(CASES, pool.map(run, servers.values()), strict=True))
-    finally:
-        for server in servers.values():
-            server.stop()
-    for case, server in servers.items():
-        assert (replies[case], len(server.requests)) == ("first second", 1), case
+            futures = {case: pool.submit(run, server) for case, server in servers.items()}
+    outcomes = {}  # every case's, named: one that fails hides no other
+    for (scheme, pause), future in futures.items():
+        if future.exception() is not None:
+            outcomes[scheme, pause] = (repr(future.exception()), 0, False)
+            continue
+        reply, timeouts = future.result()
+        outcomes[scheme, pause] = (reply, len(servers[scheme, pause].requests), pause == "waiting" or timeouts > 0)
+    assert outcomes == dict.fromkeys(CASES, ("first second", 1, True))
