@@ -467,10 +467,11 @@ def retry_delay(notice: str) -> float:
     return float(found.group(1))
 
 
-def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:
+def one_line_error(result: subprocess.CompletedProcess[bytes] | bytes) -> str:
     """stderr is exactly one `koala: error:` line, and nothing else; returns it."""
     line = error_line(result)
-    assert result.stderr.decode().count("\n") == 1, result.stderr
+    raw = result.stderr if isinstance(result, subprocess.CompletedProcess) else result
+    assert raw.count(b"\n") == 1, raw
     return line
 
 

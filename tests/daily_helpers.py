@@ -31,9 +31,11 @@ class Ran:
         return self.stderr.decode()
 
     def error_line(self) -> str:
-        """The one `koala: error:` line of a failed run (no traceback, nothing else)."""
-        assert self.err.count("\n") == 1 and self.err.startswith("koala: error: "), self.err
-        return self.err[len("koala: error: ") : -1]
+        """The one `koala: error:` line of a failed run (no traceback, nothing else), without
+        its `koala: error: `."""
+        from conftest import one_line_error
+
+        return one_line_error(self.stderr).removeprefix("koala: error: ")
 
 
 Koala = Callable[..., Ran]

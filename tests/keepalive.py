@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-TIMEOUT = 30.0
+from standin import WAIT
 
 
 def events(*texts: str) -> bytes:
@@ -76,16 +76,16 @@ class KeepAlive:
         self._stop.set()
         with contextlib.suppress(OSError):  # wakes the acceptor now, not at its next 0.2 s poll
             self._listener.shutdown(socket.SHUT_RDWR)
-        self._acceptor.join(TIMEOUT)
+        self._acceptor.join(WAIT)
         with self.arrival:
             for conn in self._conns:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
-            thread.join(TIMEOUT)
+            thread.join(WAIT)
         self._listener.close()
 
-    def wait_requests(self, count: int, timeout: float = TIMEOUT) -> bool:
+    def wait_requests(self, count: int, timeout: float = WAIT) -> bool:
         with self.arrival:
             return self.arrival.wait_for(lambda: len(self.requests) >= count, timeout)
 
@@ -112,7 +112,7 @@ class KeepAlive:
     def _serve(self, conn: socket.socket, number: int) -> None:
         buffer = bytearray()
         try:
-            conn.settimeout(TIMEOUT)
+            conn.settimeout(WAIT)
             while not self._stop.is_set():
                 parsed = _read(conn, buffer)
                 if parsed is None:
