@@ -20,6 +20,7 @@ environment in, so nothing here reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from .errors import UsageError
 from .tomlwhere import Where, decode, locator, toml_reason
+from .userfile import read_bytes
 
 __all__ = [
     "BUILTIN",
@@ -133,7 +135,7 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)  # never a device: KOALA_CONFIG=/dev/zero is refused
         info = path.stat()
     except FileNotFoundError:
         return Config()
@@ -146,6 +148,8 @@ def load_config(path: Path | None) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(toml_reason(str(exc), text, path)) from None
+    except RecursionError:  # deeper than Python's recursion limit
+        raise UsageError(f"{path}: nested too deeply") from None
     where = locator(text, path)
     default, profiles = _check(document, where)
     private = (info.st_mode & 0o077) == 0 and (not hasattr(os, "getuid") or info.st_uid == os.getuid())
@@ -170,6 +174,18 @@ def _check(document: dict[str, object], where: Where) -> tuple[dict[str, object]
     return default, profiles
 
 
+def _not_json(value: object) -> str | None:
+    """What in a TOML value JSON cannot carry to a server, if anything."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "no NaN or infinity"
+    if isinstance(value, (list, dict)):
+        items = value.values() if isinstance(value, dict) else value
+        return next((problem for item in items if (problem := _not_json(item)) is not None), None)
+    if not isinstance(value, (str, int, float, bool)):
+        return "no dates or times"
+    return None
+
+
 def _table(value: object, key: tuple[str, ...], where: Where) -> dict[str, object]:
     if not isinstance(value, dict):
         raise UsageError(f"{where(*key)}: [{'.'.join(key)}] must be a table, not {_kind(value)}")
@@ -188,11 +204,13 @@ def _check_settings(table: dict[str, object], name: tuple[str, ...], allowed: di
             raise UsageError(f"{where(*name, key)}: {key} must start with {' or '.join(_SCHEMES[key])}")
         if key == "options":
             assert isinstance(value, dict)
-            for option in value:
+            for option, setting in value.items():
                 if option in RESERVED_OPTIONS:
                     raise UsageError(
                         f"{where(*name, key)}: options cannot set {option!r} (use {RESERVED_OPTIONS[option]})"
                     )
+                if (problem := _not_json(setting)) is not None:
+                    raise UsageError(f"{where(*name, key)}: options.{option} must be JSON ({problem})")
         if key == "api_key_cmd" and isinstance(value, str):
             import shlex
 

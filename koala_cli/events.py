@@ -97,6 +97,8 @@ def _decode(data: str) -> object:
         return JSON.decode(data)
     except ValueError:
         raise ProtocolError(f"malformed event data: {excerpt(data)}") from None
+    except RecursionError:  # deeper than Python's recursion limit
+        raise ProtocolError(f"event data nested too deeply: {excerpt(data)}") from None
 
 
 def text_of(value: object, raw: str) -> str | None:
@@ -243,7 +245,7 @@ class EventReader:
         if event.type == "error":
             try:
                 value: object = JSON.decode(event)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = str(event)
             raise ServiceError(f"the service reported an error: {error_message(value)}", status=200)
         return chunk_from_event(event)  # other named events carry text as before

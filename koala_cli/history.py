@@ -197,17 +197,19 @@ def _decode(line: str, name: str, number: int) -> Any:
     ``json`` decodes (surrounding white space, and every error's message)."""
     try:
         value, end = _SCAN(line, 0)
-    except (StopIteration, ValueError):
+    except (StopIteration, ValueError, RecursionError):
         end = -1
     if end == len(line):
         return value
     try:
         return _DECODER.decode(line)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise HistoryError(f"{name}:{number}: not valid JSON ({_json_reason(exc)})") from None
 
 
-def _json_reason(exc: ValueError) -> str:
+def _json_reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):  # deeper than Python's recursion limit
+        return "nested too deeply"
     return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
 
 

@@ -130,8 +130,9 @@ class JobParser:
             return Job(number, number, line) if self._ours(job_key(number)) else None
         try:
             value = json.loads(line, parse_constant=_no_constant)
-        except ValueError as exc:
-            return BadJob(number, f"{where}: not valid JSON ({exc})") if self._ours(own) else None
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            return BadJob(number, f"{where}: not valid JSON ({reason})") if self._ours(own) else None
         has_id = isinstance(value, dict) and "id" in value
         try:
             key = job_key(value["id"]) if has_id else own
@@ -223,7 +224,7 @@ def _done_key(line: bytes) -> str | None:
             return None
         if "id" in record:
             return job_key(record["id"])
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     number = record.get("line")
     return line_key(number) if type(number) is int else None

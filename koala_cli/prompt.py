@@ -14,16 +14,12 @@ text, so a Markdown file's own fences stay inside the block.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["compose", "fenced", "read_bytes", "read_text_file"]
+__all__ = ["compose", "fenced", "read_text_file"]
 
 _FENCE_RUN = re.compile(r"^[ \t]*(`{3,})", re.MULTILINE)
 
@@ -49,21 +45,3 @@ def read_text_file(data: bytes, name: str) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UsageError(f"{name}:{line}: not valid UTF-8 (byte {exc.start}); -f takes text files") from None
-
-
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes, or a pipe's (``-f <(command)``), or none from the null device; another
-    device is not even opened -- ``/dev/zero`` would be read until memory ran out, a terminal
-    would wait for typing -- but refused with an ``OSError`` (as a missing file is)."""
-
-    def refuse_devices(info: os.stat_result) -> None:
-        mode = info.st_mode
-        if stat.S_ISCHR(mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
-            return
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
-            raise OSError(errno.ENODEV, "not a regular file or a pipe")
-
-    refuse_devices(path.stat())
-    with path.open("rb") as file:
-        refuse_devices(os.fstat(file.fileno()))  # the same file that was checked
-        return file.read()

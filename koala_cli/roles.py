@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UsageError
-from .prompt import read_bytes
+from .userfile import read_bytes
 
 __all__ = ["list_roles", "read_role"]
 

@@ -34,13 +34,15 @@ def parse_assignment(text: str) -> tuple[str, object]:
     if not sep or not key:
         raise UsageError(f"-o takes KEY=VALUE, not {text!r}")
     check_key(key, "-o")
-    try:
-        value: object = json.loads(raw)
-    except ValueError:
+    try:  # NaN and Infinity are not JSON a server accepts, nested too deeply none can read
+        value: object = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError):
         value = raw
-    if isinstance(value, float) and not math.isfinite(value):
-        value = raw  # NaN/Infinity are not JSON a server accepts: keep the text
     return key, value
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def check_key(key: str, where: str) -> None:

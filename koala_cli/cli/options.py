@@ -101,8 +101,9 @@ class TurnOptions:
 
 def read_file(path: Path, option: str) -> str:
     """A text file named by an option: not UTF-8, missing, unreadable or a device (see
-    ``prompt.read_bytes``) is a usage error."""
-    from ..prompt import read_bytes, read_text_file
+    ``userfile.read_bytes``) is a usage error."""
+    from ..prompt import read_text_file
+    from ..userfile import read_bytes
 
     try:
         data = read_bytes(path)
