@@ -174,3 +174,14 @@ def test_batch_resume_with_line_separators_in_the_text(server: StandIn, tmp_path
     assert result.returncode == 0
     assert result.stdout == b""
     assert server.requests == []
+
+
+def test_a_line_nested_too_deeply_is_one_bad_line(server: StandIn) -> None:
+    deep = '{"id": "b", "prompt": "hi", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    stdin = b'{"id": "a", "prompt": "hi"}\n' + deep.encode() + b'\n{"id": "c", "prompt": "hi"}\n'
+    result = invoke("batch", "--base-url", server.base_url, "--retries", "0", stdin=stdin)
+    assert result.returncode == 2, result.stderr  # a bad line: the usage status, after the others ran
+    a, b, c = ndjson(result.stdout)
+    assert (a["id"], a["ok"], c["id"], c["ok"]) == ("a", True, "c", True)
+    assert b["ok"] is False and "nested too deeply" in b["error"]["message"]
+    assert b"Traceback" not in result.stderr
