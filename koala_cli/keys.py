@@ -15,15 +15,23 @@ profile's key never reaches a server named on the command line instead.
 
 from __future__ import annotations
 
+import os
+import selectors
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Resolved
 from .errors import UsageError
 
+if TYPE_CHECKING:
+    import subprocess
+
 __all__ = ["KEY_COMMAND_SECONDS", "KeySource", "choose_key"]
 
 KEY_COMMAND_SECONDS = 10.0
+MAX_KEY_OUTPUT = 64 * 1024  # a key is a line: more is not read, let alone kept
 
 
 @dataclass(frozen=True)
@@ -118,25 +126,19 @@ def run_key_command(argv: tuple[str, ...], owner: str) -> str:
     Its stderr passes through (a password manager may ask something there); its output is
     never shown, not even on failure.
     """
-    import subprocess
-
     what = f"the api_key_cmd of {owner} ({argv[0]!r})" if argv else f"the api_key_cmd of {owner}"
     if not argv:
         raise UsageError(f"{what} is empty")
     try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            timeout=KEY_COMMAND_SECONDS,
-            check=False,
-        )
+        done = _output_of(argv)
     except FileNotFoundError:
         raise UsageError(f"{what}: command not found") from None
     except PermissionError:
         raise UsageError(f"{what}: permission denied") from None
-    except subprocess.TimeoutExpired:
+    except TimeoutError:
         raise UsageError(f"{what} did not finish within {KEY_COMMAND_SECONDS:g} s") from None
+    except OverflowError:
+        raise UsageError(f"{what} printed more than {MAX_KEY_OUTPUT >> 10} KiB: not a key (not shown)") from None
     except OSError as exc:
         raise UsageError(f"{what} could not run: {exc.strerror or exc}") from None
     if done.returncode != 0:
@@ -150,3 +152,38 @@ def run_key_command(argv: tuple[str, ...], owner: str) -> str:
     if not key.isprintable():
         raise UsageError(f"{what} printed something that is not a key (one line of printable ASCII; not shown)")
     return key
+
+
+def _output_of(argv: tuple[str, ...]) -> subprocess.CompletedProcess[bytes]:
+    """The finished command and its stdout, within ``KEY_COMMAND_SECONDS`` (else
+    ``TimeoutError``) and ``MAX_KEY_OUTPUT`` bytes (else ``OverflowError``); it is killed
+    when it runs over either."""
+    import subprocess
+
+    deadline = time.monotonic() + KEY_COMMAND_SECONDS
+    output = bytearray()
+    with subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(process.stdout, selectors.EVENT_READ)
+                while chunk := _read_by(selector, process.stdout.fileno(), deadline):
+                    output += chunk
+                    if len(output) > MAX_KEY_OUTPUT:
+                        raise OverflowError
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise TimeoutError from None
+        except (TimeoutError, OverflowError):
+            process.kill()
+            raise
+    return subprocess.CompletedProcess(list(argv), process.returncode, bytes(output))
+
+
+def _read_by(selector: selectors.BaseSelector, fd: int, deadline: float) -> bytes:
+    """The next piece of ``fd`` (empty at its end), unless ``deadline`` passes first."""
+    left = deadline - time.monotonic()
+    if left <= 0 or not selector.select(left):
+        raise TimeoutError
+    return os.read(fd, 65536)

@@ -118,3 +118,19 @@ def test_a_string_command_is_split_without_a_shell(tmp_path: Path) -> None:
     resolved = resolve(load_config(path), None, {})
     source = choose_key(resolved, flag=None, env={}, provider_variable="KOALA_API_KEY", provider="koala", base_url=None)
     assert source.get() == "2"  # `; echo no` became arguments of the script: a shell would print "no" too
+
+
+def test_endless_output_is_not_a_key_and_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key is a line: a command that prints without end is stopped at 64 KiB, not read
+    until memory runs out (or until the time limit, which here would be an hour)."""
+    monkeypatch.setattr("koala_cli.keys.KEY_COMMAND_SECONDS", 3600.0)
+    endless = "import sys\nwhile True: sys.stdout.write('k' * 65536)"
+    with pytest.raises(UsageError, match=r"printed more than 64 KiB: not a key \(not shown\)"):
+        run_key_command((sys.executable, "-c", endless), "profile 'loud'")
+
+
+def test_a_command_that_ends_but_leaves_its_output_open_still_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("koala_cli.keys.KEY_COMMAND_SECONDS", 0.3)
+    leaves = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])"
+    with pytest.raises(UsageError, match=r"did not finish within 0.3 s"):
+        run_key_command((sys.executable, "-c", leaves), "profile 'leaves'")
