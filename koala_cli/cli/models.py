@@ -56,11 +56,16 @@ def _registry() -> list[tuple[str, str]]:
 
 
 async def _ask_server(link: "Connection") -> list[str]:
-    return await link.provider.list_models(
-        link.proxy,
-        base_url=link.base_url,
-        timeout=link.timeout,
-        api_key=link.api_key,
-        retries=link.retries,
-        on_retry=notice,
-    )
+    """The provider's list; ``--max-time`` bounds it all, retries and their waits included."""
+    from ..turn import max_time
+
+    with max_time(link.max_time) as deadline:
+        deadline.what = "no model list"
+        return await link.provider.list_models(
+            link.proxy,
+            base_url=link.base_url,
+            timeout=link.timeout,
+            api_key=link.api_key,
+            retries=link.retries,
+            on_retry=notice,
+        )

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from conftest import HISTORY, WAIT, invoke, ndjson, one_line_error, write_jsonl
-from standin import Script, StandIn
+from standin import Pause, Script, StandIn
 
 
 def test_models_koala_lists_the_known_ones() -> None:
@@ -47,6 +49,46 @@ def test_models_openai_server_without_a_list(server: StandIn) -> None:
     result = invoke("models", "--provider", "openai", "--base-url", server.base_url, "--retries", "0")
     assert (result.returncode, result.stdout) == (4, b"")
     assert "offers no model list" in one_line_error(result)
+
+
+def trickle(seconds: float) -> list[object]:
+    """A model list's first bytes, then one more every 0.1 s for ``seconds``: a live, endless body."""
+    parts: list[object] = [b'{"data": [']
+    for _ in range(int(seconds / 0.1)):
+        parts += [Pause(0.1), b" "]
+    return parts
+
+
+def test_models_max_time_bounds_a_trickling_body(server: StandIn) -> None:
+    server.push(Script(trickle(20), headers={"Content-Type": "application/json"}))
+    started = time.monotonic()
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url, "--timeout", "5", "--max-time", "0.3")
+    assert time.monotonic() - started < 10  # not the 20 s the server would take
+    assert (result.returncode, result.stdout) == (3, b"")
+    assert "--max-time 0.3 s" in one_line_error(result)
+
+
+def test_models_max_time_bounds_a_server_that_sends_no_head(server: StandIn) -> None:
+    gate = threading.Event()  # opened at the end: the server says nothing until then
+    server.push(Script([MODEL_LIST], before=[gate]))
+    try:
+        started = time.monotonic()
+        result = invoke("models", "--provider", "openai", "--base-url", server.base_url, "--max-time", "0.3")
+        assert time.monotonic() - started < 10
+    finally:
+        gate.set()
+    assert (result.returncode, result.stdout) == (3, b"")
+    assert "--max-time 0.3 s" in one_line_error(result)
+
+
+def test_models_max_time_of_a_profile(server: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[profiles.slow]\nprovider = "openai"\nbase_url = "{server.base_url}"\nmax_time = 0.3\n')
+    monkeypatch.setenv("KOALA_CONFIG", str(config))
+    server.push(Script(trickle(20), headers={"Content-Type": "application/json"}))
+    result = invoke("models", "--profile", "slow")
+    assert (result.returncode, result.stdout) == (3, b"")
+    assert "--max-time 0.3 s" in one_line_error(result)
 
 
 def test_models_provider_unknown() -> None:
