@@ -6,8 +6,9 @@ Only the request differs from koala.sh's; the reply's ``choices[0].delta.content
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -17,11 +18,16 @@ from ..errors import ProtocolError, ServiceError, UsageError
 from ..events import JSON
 from ..httperrors import translate_error
 from ..messages import Message
+from ..sse import MAX_EVENT_BYTES
 from ..text import excerpt
 from ..transport import exchange
 from .http import HTTPStreamProvider, url_under
 
-__all__ = ["OpenAI", "api_root", "chat_completions_url", "models_url"]
+__all__ = ["MAX_MODEL_LIST_BYTES", "OpenAI", "api_root", "chat_completions_url", "models_url"]
+
+#: The largest ``/models`` body read (as large as an event may be): past it the server is broken,
+#: not generous -- an endless body must not grow memory until it runs out.
+MAX_MODEL_LIST_BYTES = MAX_EVENT_BYTES
 
 
 def api_root(base_url: str) -> str:
@@ -115,7 +121,7 @@ class OpenAI(HTTPStreamProvider):
         try:
             async with transfer as (response, host):
                 try:
-                    body = (await response.aread()).decode("utf-8", "replace")
+                    body = (await _read_model_list(response, host)).decode("utf-8", "replace")
                 except httpx.HTTPError as exc:
                     raise translate_error(exc, host, timeout) from exc
         except ServiceError as exc:
@@ -125,6 +131,18 @@ class OpenAI(HTTPStreamProvider):
                 ) from None
             raise
         return _model_ids(body, host)
+
+
+async def _read_model_list(response: httpx.Response, host: str) -> bytes:
+    """The whole body, or a ``ProtocolError`` once it passes ``MAX_MODEL_LIST_BYTES``."""
+    limit = MAX_MODEL_LIST_BYTES
+    body = bytearray()
+    async with aclosing(cast("AsyncGenerator[bytes, None]", response.aiter_bytes())) as pieces:
+        async for piece in pieces:
+            body += piece
+            if len(body) > limit:
+                raise ProtocolError(f"{host} answered a model list larger than {limit} bytes")
+    return bytes(body)
 
 
 def _model_ids(body: str, host: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import HISTORY, WAIT, invoke, ndjson, one_line_error, write_jsonl
-from standin import Pause, Script, StandIn
+from standin import Pause, Repeat, Script, StandIn
 
 
 def test_models_koala_lists_the_known_ones() -> None:
@@ -89,6 +89,26 @@ def test_models_max_time_of_a_profile(server: StandIn, tmp_path: Path, monkeypat
     result = invoke("models", "--profile", "slow")
     assert (result.returncode, result.stdout) == (3, b"")
     assert "--max-time 0.3 s" in one_line_error(result)
+
+
+def test_models_endless_body_is_cut_at_the_limit(server: StandIn) -> None:
+    # 64 MiB of an unfinished list, chunked with no end in sight: read up to 8 MiB, then refused
+    server.push(Script([b'{"data": [', Repeat(b" " * 65536, 1024)], framing="chunked"))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
+    assert (result.returncode, result.stdout) == (5, b"")
+    assert f"a model list larger than {8 * 1024 * 1024} bytes" in one_line_error(result)
+
+
+@pytest.mark.parametrize(("spare", "status"), [(0, 0), (-1, 5)])
+def test_models_body_limit_is_exact(server: StandIn, monkeypatch: pytest.MonkeyPatch, spare: int, status: int) -> None:
+    from koala_cli.providers import openai
+
+    monkeypatch.setattr(openai, "MAX_MODEL_LIST_BYTES", len(MODEL_LIST) + spare)
+    server.push(Script([MODEL_LIST[:10], MODEL_LIST[10:]], framing="chunked"))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
+    assert (result.returncode, result.stdout) == (status, b"tiny\nbig\n" if status == 0 else b"")
+    if status:
+        assert "model list larger than" in one_line_error(result)
 
 
 def test_models_provider_unknown() -> None:
