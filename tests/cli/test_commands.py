@@ -111,6 +111,13 @@ def test_models_body_limit_is_exact(server: StandIn, monkeypatch: pytest.MonkeyP
         assert "model list larger than" in one_line_error(result)
 
 
+def test_models_deeply_nested_body_is_a_protocol_error(server: StandIn) -> None:
+    server.push(Script([b"[" * 100_000], headers={"Content-Type": "application/json"}))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
+    assert (result.returncode, result.stdout) == (5, b"")
+    assert "not JSON" in one_line_error(result)
+
+
 def test_models_provider_unknown() -> None:
     result = invoke("models", "--provider", "nosuch")
     assert result.returncode == 2
