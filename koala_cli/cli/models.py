@@ -39,13 +39,14 @@ def models(
     finish(outcome, None, debug)
     names: list[str] = outcome.value
     provider = next(name for name, path in _registry() if path.endswith(f":{link.provider.__name__}"))
-    default = link.provider.default_model
+    default = link.provider.default_model  # "" where the provider has none: it marks nothing
     lines = []
     for name in names:
+        is_default = bool(default) and name == default
         if json_output:
-            lines.append(json.dumps({"id": name, "default": name == default, "provider": provider}))
+            lines.append(json.dumps({"id": name, "default": is_default, "provider": provider}))
         else:
-            lines.append(f"{name} (default)" if name == default else name)
+            lines.append(f"{name} (default)" if is_default else name)
     write_out("".join(line + "\n" for line in lines))
 
 

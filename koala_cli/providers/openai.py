@@ -102,7 +102,7 @@ class OpenAI(HTTPStreamProvider):
         on_retry: RetryHook | None = None,
         **_: Any,
     ) -> list[str]:
-        """``GET {root}/models``: the ids the server offers, in its order."""
+        """``GET {root}/models``: the ids the server offers, in its order (blank ids skipped)."""
         url = models_url(base_url or cls.url)
         headers = {"Accept": "application/json"}
         if api_key:
@@ -153,4 +153,6 @@ def _model_ids(body: str, host: str) -> list[str]:
     entries = value.get("data") if isinstance(value, dict) else None
     if not isinstance(entries, list):
         raise ProtocolError(f'{host} answered a model list without "data": {excerpt(body)}')
-    return [entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
+    # an empty (or blank) id names no model: -m "" means the default, which these servers lack
+    ids = (entry.get("id") for entry in entries if isinstance(entry, dict))
+    return [name for name in ids if isinstance(name, str) and name.strip()]

@@ -118,6 +118,21 @@ def test_models_deeply_nested_body_is_a_protocol_error(server: StandIn) -> None:
     assert "not JSON" in one_line_error(result)
 
 
+def model_list(*ids: object) -> Script:
+    body = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}).encode()
+    return Script([body], headers={"Content-Type": "application/json"})
+
+
+def test_models_empty_id_is_skipped_not_the_default(server: StandIn) -> None:
+    # OpenAI servers have no default model (its name is ""): an empty id is no model, and never the default
+    server.push(model_list("", "tiny", "  ", "big"), model_list("", "tiny", "  ", "big"))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"tiny\nbig\n", b"")
+    result = invoke("models", "--json", "--provider", "openai", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert ndjson(result.stdout) == [{"id": n, "default": False, "provider": "openai"} for n in ("tiny", "big")]
+
+
 def test_models_provider_unknown() -> None:
     result = invoke("models", "--provider", "nosuch")
     assert result.returncode == 2
