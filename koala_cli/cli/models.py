@@ -31,6 +31,8 @@ def models(
 ) -> None:
     import json
 
+    from ..text import inert
+
     try:
         link = connection.resolve(settings_of(ctx))
     except KoalaError as exc:
@@ -46,7 +48,8 @@ def models(
         if json_output:
             lines.append(json.dumps({"id": name, "default": is_default, "provider": provider}))
         else:
-            lines.append(f"{name} (default)" if is_default else name)
+            shown = inert(name)  # one name a line: a server's CR, LF or ESC in an id cannot add a "model"
+            lines.append(f"{shown} (default)" if is_default else shown)
     write_out("".join(line + "\n" for line in lines))
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HISTORY, WAIT, invoke, ndjson, one_line_error, write_jsonl
+from conftest import HISTORY, HOSTILE, MARKERS, WAIT, assert_inert, invoke, ndjson, one_line_error, write_jsonl
 from standin import Pause, Repeat, Script, StandIn
 
 
@@ -131,6 +131,20 @@ def test_models_empty_id_is_skipped_not_the_default(server: StandIn) -> None:
     result = invoke("models", "--json", "--provider", "openai", "--base-url", server.base_url)
     assert result.returncode == 0, result.stderr
     assert ndjson(result.stdout) == [{"id": n, "default": False, "provider": "openai"} for n in ("tiny", "big")]
+
+
+def test_models_id_cannot_break_its_line(server: StandIn) -> None:
+    ids = ("evil\r\nfake", HOSTILE, "ok")
+    server.push(model_list(*ids), model_list(*ids))
+    result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    lines = assert_inert(result.stdout).splitlines()
+    assert lines[0] == "evil\\r\\nfake"  # one line, the controls shown escaped
+    assert "".join(c for c in lines[1] if c in MARKERS) == MARKERS  # all of it, on one line
+    assert lines[2:] == ["ok"]
+    result = invoke("models", "--json", "--provider", "openai", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert [record["id"] for record in ndjson(result.stdout)] == list(ids)  # exact: JSON escapes them
 
 
 def test_models_provider_unknown() -> None:
