@@ -62,7 +62,9 @@ def trickle(seconds: float) -> list[object]:
 def test_models_max_time_bounds_a_trickling_body(server: StandIn) -> None:
     server.push(Script(trickle(20), headers={"Content-Type": "application/json"}))
     started = time.monotonic()
-    result = invoke("models", "--provider", "openai", "--base-url", server.base_url, "--timeout", "5", "--max-time", "0.3")
+    result = invoke(
+        "models", "--provider", "openai", "--base-url", server.base_url, "--timeout", "5", "--max-time", "0.3"
+    )
     assert time.monotonic() - started < 10  # not the 20 s the server would take
     assert (result.returncode, result.stdout) == (3, b"")
     assert "--max-time 0.3 s" in one_line_error(result)
