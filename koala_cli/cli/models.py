@@ -19,7 +19,8 @@ HELP = """List the models of a provider, one a line.
 
 koala.sh cannot be asked: its known models are listed, the default marked (other names are
 passed to the service as given). An OpenAI-compatible server (--provider openai) is asked:
-GET {base}/models, with the key."""
+GET {base}/models, with the key, within --timeout and --max-time (at most 8 MiB of it is read).
+Blank ids are skipped; control characters in an id are shown escaped (--json keeps ids exact)."""
 
 
 @expand_options
