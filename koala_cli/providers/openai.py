@@ -148,8 +148,10 @@ async def _read_model_list(response: httpx.Response, host: str) -> bytes:
 def _model_ids(body: str, host: str) -> list[str]:
     try:
         value = JSON.decode(body)
-    except (ValueError, RecursionError):  # RecursionError: arrays or objects nested too deep
+    except ValueError:
         raise ProtocolError(f"{host} answered a model list that is not JSON: {excerpt(body)}") from None
+    except RecursionError:  # deeper than Python's recursion limit
+        raise ProtocolError(f"{host} answered a model list nested too deeply: {excerpt(body)}") from None
     entries = value.get("data") if isinstance(value, dict) else None
     if not isinstance(entries, list):
         raise ProtocolError(f'{host} answered a model list without "data": {excerpt(body)}')

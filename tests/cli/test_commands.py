@@ -117,7 +117,7 @@ def test_models_deeply_nested_body_is_a_protocol_error(server: StandIn) -> None:
     server.push(Script([b"[" * 100_000], headers={"Content-Type": "application/json"}))
     result = invoke("models", "--provider", "openai", "--base-url", server.base_url)
     assert (result.returncode, result.stdout) == (5, b"")
-    assert "not JSON" in one_line_error(result)
+    assert "model list nested too deeply" in one_line_error(result)
 
 
 def model_list(*ids: object) -> Script:
