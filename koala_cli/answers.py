@@ -39,7 +39,7 @@ def _body_excerpt(body: str, content_type: str) -> str:
     if "json" in content_type:  # an API's error message says more than its JSON
         try:
             value = JSON.decode(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
             value = None
         error = value.get("error", value) if isinstance(value, dict) else None
         message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
@@ -122,6 +122,8 @@ async def answer_batches(
             value = JSON.decode(body)
         except ValueError:
             raise ProtocolError(f"{host} answered malformed JSON: {excerpt(body)}") from None
+        except RecursionError:  # deeper than Python's recursion limit
+            raise ProtocolError(f"{host} answered JSON nested too deeply: {excerpt(body)}") from None
         text = text_of(value, body) if isinstance(value, (dict, str)) else None
         if text is None:
             raise ProtocolError(f"{host} answered JSON without a reply text: {excerpt(body)}")

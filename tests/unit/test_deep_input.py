@@ -6,6 +6,7 @@ words for (NaN, infinity, a TOML date) never reach a request body."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,24 @@ def test_config_options_must_be_json(tmp_path: Path, value: str, words: str) -> 
 def test_a_config_file_that_is_a_device_is_refused() -> None:
     with pytest.raises(UsageError, match="/dev/zero: not a regular file or a pipe"):
         load_config(Path("/dev/zero"))
+
+
+@pytest.mark.parametrize(("status", "words"), [(200, "answered JSON nested too deeply"), (500, "HTTP 500")])
+def test_a_deep_json_answer_is_one_protocol_or_service_error(status: int, words: str) -> None:
+    import anyio
+    from standin import Script, StandIn
+
+    from koala_cli import Koala, KoalaError
+
+    server = StandIn().start()
+    try:
+        server.push(Script([DEEP.encode()], status=status, headers={"Content-Type": "application/json"}))
+
+        async def ask() -> str:
+            hi: list[Any] = [{"role": "user", "content": "hi"}]
+            return await Koala.create_async("", hi, base_url=server.base_url, retries=0)
+
+        with pytest.raises(KoalaError, match=words):
+            anyio.run(ask)
+    finally:
+        server.stop()
