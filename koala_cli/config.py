@@ -199,7 +199,7 @@ def _check_settings(table: dict[str, object], name: tuple[str, ...], allowed: di
             hint = " (only in [default])" if key in _DEFAULT_KEYS else ""
             raise UsageError(f"{where(*name, key)}: unknown key {key!r} in {title}{hint}")
         if not _valid(key, value):
-            raise UsageError(f"{where(*name, key)}: {key} must be {allowed[key]}, not {_kind(value)}")
+            raise UsageError(f"{where(*name, key)}: {key} must be {allowed[key]}, not {_described(value)}")
         if key in ("base_url", "proxy") and not str(value).lower().startswith(_SCHEMES[key]):
             raise UsageError(f"{where(*name, key)}: {key} must start with {' or '.join(_SCHEMES[key])}")
         if key == "options":
@@ -238,6 +238,20 @@ def _valid(key: str, value: object) -> bool:
         return isinstance(value, str) and bool(value.strip())
     return isinstance(value, str)
 
+
+def _described(value: object) -> str:
+    """A wrong value as a message names it: a number by its value (``timeout = 0``: "not 0",
+    not "not an integer"), an empty string or array as empty, else by its kind."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, str) and not value.strip():
+        return "an empty string"
+    if isinstance(value, list) and not value:
+        return "an empty array"
+    if isinstance(value, list):
+        odd = next((item for item in value if not isinstance(item, str)), None)
+        return f"an array holding {_kind(odd)}" if odd is not None else "an array"
+    return _kind(value)
 
 def _kind(value: object) -> str:
     names = {
