@@ -253,6 +253,7 @@ def _described(value: object) -> str:
         return f"an array holding {_kind(odd)}" if odd is not None else "an array"
     return _kind(value)
 
+
 def _kind(value: object) -> str:
     names = {
         bool: "a boolean",

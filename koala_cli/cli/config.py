@@ -86,11 +86,12 @@ def path() -> None:
 
 @app.command("profiles", help="Print the profile names, one a line.")
 def profiles() -> None:
-    try:
-        settings = load_settings(None, False)
+    from ..config import config_path, load_config
+
+    try:  # the file alone: KOALA_PROFILE naming a wrong profile is what this helps to mend
+        names = list(load_config(config_path(os.environ)).profiles)
     except KoalaError as exc:
         fail(exc, None, False)
-    names = list(settings.config.profiles)
     if names:
         write_out("".join(f"{name}\n" for name in names))
 

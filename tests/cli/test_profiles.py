@@ -83,6 +83,17 @@ def test_koala_config_names_the_file(dirs: Dirs, koala: Koala, tmp_path: Path, m
     assert json.loads(koala("ask", "-p", "x", "--dry-run", "--json", "hi").out)["body"]["model"] == "mx"
 
 
+def test_config_profiles_lists_them_whatever_koala_profile_names(
+    dirs: Dirs, koala: Koala, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command to find the right name works while KOALA_PROFILE holds a wrong one."""
+    dirs.write_config('[profiles.alpha]\nmodel = "a"\n[profiles.beta]\n')
+    monkeypatch.setenv("KOALA_PROFILE", "typo")
+    listed = koala("config", "profiles")
+    assert (listed.status, listed.out, listed.err) == (0, "alpha\nbeta\n", "")
+    assert "unknown profile 'typo'" in koala("ask", "--dry-run", "hi").error_line()
+
+
 def test_config_path_and_init(dirs: Dirs, koala: Koala, tmp_path: Path) -> None:
     assert koala("config", "path").out == f"{dirs.config / 'config.toml'}\n"
     assert koala("config", "profiles").out == ""  # no file: no profiles, no error
