@@ -9,7 +9,7 @@ import typer
 from ..errors import KoalaError
 from .exits import fail
 from .settings import Profile, load_settings
-from .stdio import notice, write_out
+from .stdio import notice, write_out, write_path
 
 HELP = """Show the config file and its profiles (koala never writes it).
 
@@ -81,7 +81,7 @@ def path() -> None:
     if found is None:
         notice("no config file is read: KOALA_CONFIG is set and empty")
         return
-    write_out(f"{found}\n")
+    write_path(found)
 
 
 @app.command("profiles", help="Print the profile names, one a line.")

@@ -11,7 +11,7 @@ from ..errors import KoalaError, UsageError
 from .exits import fail, finish
 from .options import JsonFlag
 from .runner import run_guarded
-from .stdio import notice, write_out
+from .stdio import notice, write_out, write_path
 
 SHOW_HELP = """Print a history file as a readable transcript (with --json: its lines, validated).
 
@@ -30,7 +30,7 @@ def last() -> None:
         path = require_last(state_dir(os.environ))
     except KoalaError as exc:
         fail(exc, None, False)
-    write_out(f"{os.fsdecode(path)}\n")
+    write_path(path)
 
 
 def show(

@@ -3,6 +3,7 @@ notices to stderr."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import OutputError, UsageError
@@ -33,15 +34,29 @@ def write_out(text: str) -> None:
     """Data for stdout from the small commands: lone surrogates escaped; on a terminal, DEL and
     C1 controls escaped as JSON does (``\\u009b``) and other controls but newline and tab shown
     as ``^[``; a closed pipe quiet, a failed write one error line."""
-    from ..output import GuardedStream
-
     if on_terminal():  # JSON stays valid: its strings never hold a raw C0 control
         from ..text import json_terminal_safe, terminal_safe
 
         text = terminal_safe(json_terminal_safe(text))
+    _write(text.encode("utf-8", "backslashreplace"))
+
+
+def write_path(path: str | os.PathLike[str]) -> None:
+    """A path on a line of its own: into a pipe its bytes as the system has them, so that
+    ``"$(koala history last)"`` names the file even when its name is not UTF-8; on a terminal
+    escaped, as ``write_out`` escapes."""
+    if on_terminal():
+        write_out(f"{os.fsdecode(path)}\n")
+    else:
+        _write(os.fsencode(path) + b"\n")
+
+
+def _write(data: bytes) -> None:
+    from ..output import GuardedStream
+
     stream = GuardedStream(sys.stdout.buffer)
     try:
-        stream.write(text.encode("utf-8", "backslashreplace"))
+        stream.write(data)
         stream.flush()
     except (BrokenPipeError, OutputError) as exc:
         fail(exc, None, False)

@@ -55,6 +55,19 @@ def test_special_text_is_kept_exactly(dirs: Dirs, koala: Koala, server: StandIn)
     assert lines(dirs.state / "last.jsonl")[1]["content"] == text
 
 
+def test_the_last_conversation_and_the_config_path_print_as_the_system_has_them(
+    dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that is not UTF-8 comes out as its bytes, so that "$(koala history last)" and
+    "$(koala config path)" name the file (not the text "\\udcff")."""
+    name = os.fsdecode(b"chat-\xff.jsonl")
+    server.push(Script([sse("a")]))
+    assert ask(koala, server, "-H", str(tmp_path / name), "q1").status == 0
+    assert koala("history", "last").stdout == os.fsencode(tmp_path / name) + b"\n"
+    monkeypatch.setenv("KOALA_CONFIG", str(tmp_path / os.fsdecode(b"c\xff.toml")))
+    assert koala("config", "path").stdout == os.fsencode(tmp_path) + b"/c\xff.toml\n"
+
+
 def test_a_history_file_becomes_the_last_conversation(
     dirs: Dirs, koala: Koala, server: StandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
