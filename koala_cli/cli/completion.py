@@ -148,7 +148,22 @@ def _zsh(tree: Tree) -> str:
     )
 
 
-_FISH_WORDS = r"""function __koala_words
+# As bash's: -m after -p PROFILE (or --profile PROFILE) earlier on the line lists that profile's
+# models, cached apart in models-PROFILE.txt.
+_FISH_WORDS = r"""function __koala_profile
+    set -l words (commandline -opc)
+    set -l profile
+    set -l i 2
+    while test $i -lt (count $words)
+        switch $words[$i]
+            case -p --profile
+                set profile $words[(math $i + 1)]
+        end
+        set i (math $i + 1)
+    end
+    printf '%s\n' $profile
+end
+function __koala_words
     set -l limit
     command -q timeout; and set limit timeout 2
     switch $argv[1]
@@ -157,16 +172,23 @@ _FISH_WORDS = r"""function __koala_words
         case roles
             $limit koala roles 2>/dev/null
         case models
-            set -l cache (set -q XDG_CACHE_HOME; and echo $XDG_CACHE_HOME; or echo $HOME/.cache)/koala
+            set -l profile (__koala_profile)
+            set -l cache $HOME/.cache/koala
+            test -n "$XDG_CACHE_HOME"; and set cache $XDG_CACHE_HOME/koala
             set -l file $cache/models.txt
+            set -l option
+            if test -n "$profile"
+                set file $cache/models-(string replace -ra '[^A-Za-z0-9_.-]' _ -- $profile).txt
+                set option --profile $profile
+            end
             if test (count (find $file -mmin -10 2>/dev/null)) -gt 0
                 cat $file
                 return
             end
             mkdir -p -m 700 $cache 2>/dev/null; or return
-            $limit koala models 2>/dev/null | sed 's/ (default)$//' >$file.tmp
-            and test -s $file.tmp; and mv -f $file.tmp $file; and cat $file
-            rm -f $file.tmp
+            $limit koala models $option 2>/dev/null | sed 's/ (default)$//' >$file.$fish_pid
+            and test -s $file.$fish_pid; and mv -f $file.$fish_pid $file; and cat $file
+            rm -f $file.$fish_pid
     end
 end"""
 
