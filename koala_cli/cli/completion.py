@@ -208,8 +208,8 @@ def _fish(tree: Tree) -> str:
             flags = " ".join(f"-l {n[2:]}" if n.startswith("--") else f"-s {n[1:]}" for n in names)
             extra = " -r -F" if is_file else (" -r" if takes_value else "")
             kind = next((dynamic[n] for n in names if n in dynamic), None)
-            if kind is not None:
-                extra += f" -a '(__koala_words {kind})'"
+            if kind is not None:  # its words only, no file names (-x: -r and -f)
+                extra = f" -x -a '(__koala_words {kind})'"
             description = help_text.replace("'", "\\'").split(". ")[0]
             lines.append(f"complete -c koala -n \"{condition}\" {flags}{extra} -d '{description}'")
     return "\n".join(lines) + "\n"

@@ -122,8 +122,8 @@ def test_a_broken_config_offers_nothing_quietly(script: Path, dirs: Dirs) -> Non
 
 def test_fish_offers_the_same_words() -> None:
     fish = run_koala("completion", "fish").stdout.decode()
-    assert "-s p -l profile -r -a '(__koala_words profiles)'" in fish
-    assert "-s m -l model -r -a '(__koala_words models)'" in fish
+    assert "-s p -l profile -x -a '(__koala_words profiles)'" in fish
+    assert "-s m -l model -x -a '(__koala_words models)'" in fish
     assert "function __koala_words" in fish
 
 
