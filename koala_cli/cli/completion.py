@@ -210,6 +210,8 @@ def _fish(tree: Tree) -> str:
             kind = next((dynamic[n] for n in names if n in dynamic), None)
             if kind is not None:  # its words only, no file names (-x: -r and -f)
                 extra = f" -x -a '(__koala_words {kind})'"
+            elif "--provider" in names:
+                extra = f" -x -a '{' '.join(PROVIDERS)}'"
             description = help_text.replace("'", "\\'").split(". ")[0]
             lines.append(f"complete -c koala -n \"{condition}\" {flags}{extra} -d '{description}'")
     return "\n".join(lines) + "\n"

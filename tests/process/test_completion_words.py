@@ -164,6 +164,7 @@ def test_fish_offers_profiles_roles_and_models_and_no_files(tmp_path: Path, dirs
     assert "notes.txt" not in models
     assert (dirs.cache / "models.txt").is_file()
     assert fish_complete(script, "ask", "-H", "no", cwd=tmp_path) == ["notes.txt"]
+    assert fish_complete(script, "models", "--provider", "", cwd=tmp_path) == ["koala", "openai"]
 
 
 @pytest.mark.parametrize(
