@@ -49,9 +49,13 @@ def edit(text: str, what: str = "-e/--edit") -> str:
                     f"cannot run the editor {command[0]!r}: {exc.strerror or exc}; nothing was sent"
                 ) from None
         if status != 0:
-            raise UsageError(f"the editor {command[0]!r} failed (exit status {status}); nothing was sent")
-        with open(name, "rb") as file:
-            data = file.read()
+            how = f"was killed by {_signal_name(-status)}" if status < 0 else f"failed (exit status {status})"
+            raise UsageError(f"the editor {command[0]!r} {how}; nothing was sent")
+        try:
+            with open(name, "rb") as file:
+                data = file.read()
+        except OSError as exc:  # an editor that removed or replaced the file
+            raise UsageError(f"cannot read what the editor left: {exc.strerror or exc}; nothing was sent") from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
@@ -62,6 +66,15 @@ def edit(text: str, what: str = "-e/--edit") -> str:
     if not edited.strip():
         raise UsageError("the edited prompt is empty; nothing was sent")
     return edited
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @contextlib.contextmanager

@@ -172,6 +172,10 @@ elif mode == "empty":
     open(path, "w").write("  \\n")
 elif mode == "fail":
     sys.exit(3)
+elif mode == "remove":
+    os.unlink(path)
+elif mode == "killed":
+    os.kill(os.getpid(), 9)
 """
 
 
@@ -216,7 +220,13 @@ def test_edit_from_nothing(koala: Koala, editor: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "words"), [("empty", "the edited prompt is empty; nothing was sent"), ("fail", "failed (exit status 3)")]
+    ("mode", "words"),
+    [
+        ("empty", "the edited prompt is empty; nothing was sent"),
+        ("fail", "failed (exit status 3)"),
+        ("killed", "was killed by SIGKILL; nothing was sent"),
+        ("remove", "cannot read what the editor left: No such file or directory; nothing was sent"),
+    ],
 )
 def test_an_empty_edit_or_a_failed_editor_sends_nothing(
     koala: Koala, server: StandIn, editor: Path, monkeypatch: pytest.MonkeyPatch, mode: str, words: str
