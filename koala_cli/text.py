@@ -60,23 +60,37 @@ def json_terminal_safe(text: str) -> str:
 
 # --- secrets in URLs ---------------------------------------------------------------------------
 
-_SCHEME = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")
+_SCHEME = re.compile(r"(?i)[a-z][a-z0-9+.-]*://")  # (only ever .match-ed: one start, linear)
+# The same scheme found in free text, in linear time: a search for _SCHEME restarts at every
+# letter of a run that holds no "://" and reads the run to its end from each (quadratic: 60 kB
+# of "a" took most of a minute).  This one starts only where a run of scheme characters starts
+# -- and ends where _SCHEME's leftmost match ends, which starts at the run's first letter.
+_SCHEME_IN_TEXT = re.compile(r"(?i)(?<![a-z0-9+.-])[0-9+.-]*+[a-z][a-z0-9+.-]*+://")
 _HOST_PORT = re.compile(r"(?:\[[^\]\s]*\]|[^:@\s\[\]]*)(?::\d*)?")
+_AUTHORITY_END = re.compile(r"[/?#]")
 
 
-def _userinfo_end(rest: str) -> int:
-    """Where the user-info of ``rest`` (a URL after its ``scheme://``) ends: the index of its
-    ``@``, or -1 for none.
+def _userinfo_end(text: str, start: int = 0, end: int | None = None, last_at: int | None = None) -> int:
+    """Where the user-info of the URL ``text[start:end]`` (after its ``scheme://``) ends: the
+    index in ``text`` of its ``@``, or -1 for none.  ``last_at``: the index of the last ``@``
+    of ``text[:end]`` if known (-1 for none), which spares reading the rest of the URL again.
 
     As httpx parses it: the authority runs to the first ``/``, ``?`` or ``#`` and its user-info
     to the LAST ``@`` in it.  When what precedes that ``/``, ``?`` or ``#`` is no ``host[:port]``,
     the password itself held one of them (httpx refuses such a URL), so the user-info runs to
     the last ``@`` of the whole URL: a password is masked whole, never cut where it looks odd.
+
+    Reads only the authority (slices nothing), so that masking many URLs in one token of a
+    text, each ending where the token ends, stays linear.
     """
-    authority_end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
-    at = rest.rfind("@", 0, authority_end)
-    if authority_end < len(rest) and not _HOST_PORT.fullmatch(rest[at + 1 : authority_end]):
-        return rest.rfind("@")
+    end = len(text) if end is None else end
+    found = _AUTHORITY_END.search(text, start, end)
+    authority_end = found.start() if found else end
+    at = text.rfind("@", start, authority_end)
+    if authority_end < end and not _HOST_PORT.fullmatch(text, max(at + 1, start), authority_end):
+        if last_at is None:
+            return text.rfind("@", start, end)
+        return last_at if last_at >= start else -1
     return at
 
 
@@ -92,8 +106,8 @@ def mask_url(url: str) -> str:
     query parameters such as ``key=`` or ``token=`` shown as ``***``."""
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
-    at = _userinfo_end(url[start:])
-    masked = url if at < 0 else f"{url[:start]}***{url[start + at :]}"
+    at = _userinfo_end(url, start)
+    masked = url if at < 0 else f"{url[:start]}***{url[at:]}"
     return _SECRET_PARAM.sub(r"\1***", masked)
 
 
@@ -104,10 +118,10 @@ def url_secrets(url: str) -> list[str]:
 
     scheme = _SCHEME.match(url)
     start = scheme.end() if scheme else 0
-    at = _userinfo_end(url[start:])
+    at = _userinfo_end(url, start)
     found = {match.group(0).partition("=")[2] for match in _SECRET_PARAM.finditer(url)}
     if at >= 0:
-        userinfo = url[start : start + at]
+        userinfo = url[start:at]
         found |= {userinfo, userinfo.partition(":")[2]}
     for value in list(found):
         quoted = (
@@ -123,18 +137,23 @@ _TOKEN_END = re.compile(r"[\s'\"<>]")
 
 def mask_secrets(text: str) -> str:
     """Hide the user-info of every URL in a message (up to its end: whitespace or a quote),
-    and the values of credential-like query parameters."""
+    and the values of credential-like query parameters.  Linear in the length of ``text``,
+    whatever it holds (it runs on every error line, which may carry a server's words)."""
     out: list[str] = []
     done = 0
-    for scheme in _SCHEME.finditer(text):
+    token_end = last_at = -1  # the end of the token of the last URL, and its last "@"
+    for scheme in _SCHEME_IN_TEXT.finditer(text):
         start = scheme.end()
         if start <= done:
             continue
-        end = _TOKEN_END.search(text, start)
-        at = _userinfo_end(text[start : end.start() if end else len(text)])
+        if start > token_end:  # a new token: find its end and last "@" once for all its URLs
+            found = _TOKEN_END.search(text, start)
+            token_end = found.start() if found else len(text)
+            last_at = text.rfind("@", start, token_end)
+        at = _userinfo_end(text, start, token_end, last_at)
         if at >= 0:
             out.append(text[done:start] + "***")
-            done = start + at
+            done = at
     out.append(text[done:])
     return _SECRET_PARAM.sub(r"\1***", "".join(out))
 
