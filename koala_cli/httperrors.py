@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 
 from .errors import KoalaError, NetworkError, ProtocolError, ServiceError, TimeoutError, UsageError
-from .text import mask_secrets, mask_url, terminal_safe
+from .text import clip, mask_secrets, mask_url, terminal_safe
 
 __all__ = ["TRUST_HINT", "proxy_refusal", "redact", "retryable", "translate_error"]
 
@@ -133,6 +133,7 @@ def proxy_refusal(response: httpx.Response, proxy: str | None) -> NetworkError |
         return None
     named = f"proxy {mask_url(proxy)}" if proxy else "the proxy"
     verb = "refused" if 400 <= status < 500 else "failed"
-    code = f" ({terminal_safe(squid.split()[0])})" if squid.split() else ""
-    answered = terminal_safe(f"{status} {response.reason_phrase}".rstrip())
+    # the proxy's words, cut as a body's excerpt is, so that the line stays one short line
+    code = f" ({terminal_safe(clip(squid.split()[0]))})" if squid.split() else ""
+    answered = terminal_safe(f"{status} {clip(response.reason_phrase)}".rstrip())
     return NetworkError(f"{named} {verb}: {answered}{code}")

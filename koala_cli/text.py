@@ -9,6 +9,7 @@ from collections.abc import Iterable
 __all__ = [
     "EXCERPT_CHARS",
     "ascii_host_url",
+    "clip",
     "excerpt",
     "inert",
     "json_terminal_safe",
@@ -24,10 +25,17 @@ EXCERPT_CHARS = 200
 _SPACE = re.compile(r"\s+")
 
 
+def clip(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters (ending in ``...`` when cut), as a body's
+    excerpt is, but otherwise as it is: for a server's header value (a ``Location``, a reason
+    phrase) in a one-line message, whose controls ``inert`` or ``terminal_safe`` then show."""
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     """One printable line of at most ``limit`` characters."""
     line = _SPACE.sub(" ", "".join(c if c.isprintable() else " " for c in text[: limit * 4])).strip()
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return clip(line, limit)
 
 
 def _terminal_table() -> dict[int, str]:
