@@ -17,14 +17,25 @@ import httpx
 from .errors import BlockedError, KoalaError, ProtocolError, ServiceError
 from .events import JSON, EventReader, text_of
 from .sse import MAX_EVENT_BYTES, SSEDecoder
-from .text import excerpt, mask_secrets
+from .text import clip, excerpt, mask_secrets
 
 __all__ = ["ERROR_BODY_BYTES", "answer_batches", "event_batches", "host_of", "raise_for_status"]
 
 ERROR_BODY_BYTES = 64 * 1024
 EXCERPT_BYTES = 4096
 
-_TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>")
+_TITLE_OPEN = re.compile(r"(?i)<title")
+_TITLE_CLOSE = re.compile(r"(?i)</title>")
+
+
+def _title(body: str) -> str | None:
+    """What ``<title[^>]*>(.*?)</title>`` would find, in linear time: that search restarts at
+    every ``<title`` and reads to the end from each when no ``</title>`` follows (64 kB of
+    ``<title>`` took seconds).  A later ``<title`` cannot do better: its ``>`` is no earlier."""
+    opened = _TITLE_OPEN.search(body)
+    gt = body.find(">", opened.end()) if opened else -1
+    closed = _TITLE_CLOSE.search(body, gt + 1) if gt >= 0 else None
+    return body[gt + 1 : closed.start()] if closed else None
 
 
 def host_of(url: httpx.URL) -> str:
@@ -34,8 +45,8 @@ def host_of(url: httpx.URL) -> str:
 
 def _body_excerpt(body: str, content_type: str) -> str:
     if "html" in content_type:
-        title = _TITLE.search(body)
-        return f"an HTML page titled {excerpt(title.group(1))!r}" if title else "an HTML page"
+        title = _title(body)
+        return f"an HTML page titled {excerpt(title)!r}" if title is not None else "an HTML page"
     if "json" in content_type:  # an API's error message says more than its JSON
         try:
             value = JSON.decode(body)
@@ -91,12 +102,14 @@ async def raise_for_status(response: httpx.Response, host: str, attempts: int) -
         await response.aclose()
     content_type = response.headers.get("content-type", "")
     tried = f" after {attempts} attempts" if attempts > 1 else ""
-    status_text = f"HTTP {status} {response.reason_phrase}".rstrip()
+    status_text = f"HTTP {status} {clip(response.reason_phrase)}".rstrip()
     if _is_challenge(response, body):
         raise _blocked(host, f"{status_text}{tried}", status, body, attempts)
     where = response.headers.get("location")
     detail = (
-        f"a redirect to {mask_secrets(where)}" if where and 300 <= status < 400 else _body_excerpt(body, content_type)
+        f"a redirect to {clip(mask_secrets(where))}"
+        if where and 300 <= status < 400
+        else _body_excerpt(body, content_type)
     )
     raise ServiceError(
         f"{host} answered {status_text}{tried}: {detail}", status=status, excerpt=excerpt(body), attempts=attempts
@@ -176,4 +189,5 @@ def _not_a_stream(response: httpx.Response, body: str, host: str | None = None) 
         if all(line[0] == ":" for line in lines):
             return ProtocolError(f"{host} ended the reply without sending any event, only comments")
     what = _body_excerpt(body, content_type or ("html" if "<html" in body.lower() else ""))
-    return ProtocolError(f"{host} answered {content_type or 'no content type'} instead of an event stream: {what}")
+    named = clip(content_type) or "no content type"
+    return ProtocolError(f"{host} answered {named} instead of an event stream: {what}")
