@@ -15,7 +15,7 @@ from typing import cast
 import httpx
 
 from .errors import BlockedError, KoalaError, ProtocolError, ServiceError
-from .events import JSON, EventReader, text_of
+from .events import JSON, EventReader, json_of, text_of
 from .sse import MAX_EVENT_BYTES, SSEDecoder
 from .text import clip, excerpt, mask_secrets
 
@@ -131,12 +131,7 @@ async def answer_batches(
         raise ProtocolError(f"{host} answered {kind} larger than {MAX_EVENT_BYTES} bytes")
     body = raw.decode("utf-8", "replace")
     if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            value = JSON.decode(body)
-        except ValueError:
-            raise ProtocolError(f"{host} answered malformed JSON: {excerpt(body)}") from None
-        except RecursionError:  # deeper than Python's recursion limit
-            raise ProtocolError(f"{host} answered JSON nested too deeply: {excerpt(body)}") from None
+        value = json_of(body, f"{host} answered malformed JSON", f"{host} answered JSON nested too deeply")
         text = text_of(value, body) if isinstance(value, (dict, str)) else None
         if text is None:
             raise ProtocolError(f"{host} answered JSON without a reply text: {excerpt(body)}")

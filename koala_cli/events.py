@@ -23,7 +23,7 @@ from .errors import KoalaError, NetworkError, ProtocolError, ServiceError
 from .sse import NamedEvent
 from .text import excerpt
 
-__all__ = ["JSON", "EventReader", "chunk_from_event", "error_message", "text_of"]
+__all__ = ["JSON", "EventReader", "chunk_from_event", "error_message", "json_of", "text_of"]
 
 #: A lenient decoder: control characters inside strings are accepted, as servers send them.
 JSON = json.JSONDecoder(strict=False)
@@ -93,12 +93,18 @@ def chunk_from_event(data: str) -> str | None:
 
 
 def _decode(data: str) -> object:
+    return json_of(data, "malformed event data", "event data nested too deeply")
+
+
+def json_of(text: str, malformed: str, deep: str) -> object:
+    """A server's JSON, else a protocol error: ``malformed: <excerpt>``, or ``deep: <excerpt>``
+    when it nests deeper than Python's recursion limit."""
     try:
-        return JSON.decode(data)
+        return JSON.decode(text)
     except ValueError:
-        raise ProtocolError(f"malformed event data: {excerpt(data)}") from None
-    except RecursionError:  # deeper than Python's recursion limit
-        raise ProtocolError(f"event data nested too deeply: {excerpt(data)}") from None
+        raise ProtocolError(f"{malformed}: {excerpt(text)}") from None
+    except RecursionError:
+        raise ProtocolError(f"{deep}: {excerpt(text)}") from None
 
 
 def text_of(value: object, raw: str) -> str | None:

@@ -15,7 +15,7 @@ import httpx
 
 from ..backoff import RetryHook
 from ..errors import ProtocolError, ServiceError, UsageError
-from ..events import JSON
+from ..events import json_of
 from ..httperrors import translate_error
 from ..messages import Message
 from ..sse import MAX_EVENT_BYTES
@@ -146,12 +146,9 @@ async def _read_model_list(response: httpx.Response, host: str) -> bytes:
 
 
 def _model_ids(body: str, host: str) -> list[str]:
-    try:
-        value = JSON.decode(body)
-    except ValueError:
-        raise ProtocolError(f"{host} answered a model list that is not JSON: {excerpt(body)}") from None
-    except RecursionError:  # deeper than Python's recursion limit
-        raise ProtocolError(f"{host} answered a model list nested too deeply: {excerpt(body)}") from None
+    value = json_of(
+        body, f"{host} answered a model list that is not JSON", f"{host} answered a model list nested too deeply"
+    )
     entries = value.get("data") if isinstance(value, dict) else None
     if not isinstance(entries, list):
         raise ProtocolError(f'{host} answered a model list without "data": {excerpt(body)}')
