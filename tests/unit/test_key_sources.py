@@ -129,8 +129,20 @@ def test_endless_output_is_not_a_key_and_is_not_kept(monkeypatch: pytest.MonkeyP
         run_key_command((sys.executable, "-c", endless), "profile 'loud'")
 
 
-def test_a_command_that_ends_but_leaves_its_output_open_still_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_command_that_ends_but_leaves_its_output_open_still_times_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
     monkeypatch.setattr("koala_cli.keys.KEY_COMMAND_SECONDS", 0.3)
-    leaves = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])"
-    with pytest.raises(UsageError, match=r"did not finish within 0.3 s"):
-        run_key_command((sys.executable, "-c", leaves), "profile 'leaves'")
+    pid_file = tmp_path / "pid"
+    # a child that holds the output open after the command ends (stopped below: sh writes its
+    # pid at once, long before koala gives up)
+    leaves = 'sleep 60 & echo $! > "$1"'
+    try:
+        with pytest.raises(UsageError, match=r"did not finish within 0.3 s"):
+            run_key_command(("sh", "-c", leaves, "sh", str(pid_file)), "profile 'leaves'")
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
