@@ -86,11 +86,11 @@ def test_unterminated_at_end(tmp_path: Path) -> None:
     assert error_of(path).startswith(f"{path}:2: ")
 
 
-
 def test_a_utf8_bom_is_dropped(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b'\xef\xbb\xbf[profiles.x]\r\nmodel = "m"\r\n')
     assert load_config(path).profiles == {"x": {"model": "m"}}
+
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
