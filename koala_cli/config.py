@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .configcheck import check, unknown_profile
 from .errors import UsageError
-from .tomlwhere import decode, locator, toml_reason
-from .userfile import read_bytes
+from .tomlwhere import locator, toml_reason
+from .userfile import read_bytes, text_of
 
 __all__ = [
     "BUILTIN",
@@ -116,7 +116,7 @@ def load_config(path: Path | None) -> Config:
         return Config()
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
-    text = decode(data, path)
+    text = text_of(data, str(path))
     import tomllib
 
     try:

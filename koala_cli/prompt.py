@@ -39,9 +39,10 @@ def compose(stdin: str | None, files: Sequence[tuple[str, str]], words: str) -> 
 
 
 def read_text_file(data: bytes, name: str) -> str:
-    """A file's bytes as text; not UTF-8 is a usage error naming the file and byte."""
+    """A file's bytes as text (``userfile.text_of``), its error saying what ``-f`` takes."""
+    from .userfile import text_of
+
     try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{name}:{line}: not valid UTF-8 (byte {exc.start}); -f takes text files") from None
+        return text_of(data, name)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; -f takes text files") from None

@@ -6,18 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import UsageError
-
-__all__ = ["Where", "decode", "locator", "toml_reason"]
-
-
-def decode(data: bytes, path: Path) -> str:
-    """The file's text; a UTF-8 BOM (Windows editors write one) is dropped, as in histories."""
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{path}:{line}: not valid UTF-8") from None
+__all__ = ["Where", "locator", "toml_reason"]
 
 
 def toml_reason(message: str, text: str, path: Path) -> str:

@@ -8,7 +8,9 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["read_bytes"]
+from .errors import UsageError
+
+__all__ = ["read_bytes", "text_of"]
 
 
 def read_bytes(path: Path) -> bytes:
@@ -27,3 +29,13 @@ def read_bytes(path: Path) -> bytes:
     with path.open("rb") as file:
         refuse_devices(os.fstat(file.fileno()))  # the same file that was checked
         return file.read()
+
+
+def text_of(data: bytes, name: str) -> str:
+    """A file's bytes as text, a UTF-8 BOM (Windows editors write one) dropped; not UTF-8 is a
+    usage error naming the file, line and byte."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{name}:{line}: not valid UTF-8 (byte {exc.start})") from None

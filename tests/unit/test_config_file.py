@@ -95,7 +95,7 @@ def test_a_utf8_bom_is_dropped(tmp_path: Path) -> None:
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b'[default]\nmodel = "\xff"\n')
-    assert error_of(path) == f"{path}:2: not valid UTF-8"
+    assert error_of(path) == f"{path}:2: not valid UTF-8 (byte 19)"
 
 
 def test_unreadable_is_a_usage_error(tmp_path: Path) -> None:
