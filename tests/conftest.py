@@ -156,21 +156,15 @@ def _fresh_koala_state() -> Iterator[None]:
 @pytest.fixture
 def server() -> Iterator[StandIn]:
     """The loopback stand-in for koala.sh (tests/standin.py), stopped after the test."""
-    stand_in = StandIn().start()
-    try:
+    with StandIn() as stand_in:
         yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.fixture
 def routed() -> Iterator[RoutedStandIn]:
     """A stand-in that picks each answer by the prompt's first word, for concurrent clients."""
-    stand_in = RoutedStandIn().start()
-    try:
+    with RoutedStandIn() as stand_in:
         yield stand_in
-    finally:
-        stand_in.stop()
 
 
 @pytest.fixture(scope="session")
@@ -568,8 +562,5 @@ def strict_ndjson(data: bytes) -> list[dict[str, Any]]:
 @pytest.fixture
 def keepalive() -> Iterator[KeepAlive]:
     """The keep-alive stand-in that counts connections (tests/keepalive.py)."""
-    server = KeepAlive().start()
-    try:
+    with KeepAlive() as server:
         yield server
-    finally:
-        server.stop()

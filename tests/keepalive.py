@@ -72,6 +72,12 @@ class KeepAlive:
         self._acceptor.start()
         return self
 
+    def __enter__(self) -> KeepAlive:  # started, and stopped whatever happens
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(OSError):  # wakes the acceptor now, not at its next 0.2 s poll

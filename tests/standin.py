@@ -83,6 +83,12 @@ class StandIn:
         self._acceptor.start()
         return self
 
+    def __enter__(self) -> Self:  # `with StandIn() as server:` started, and stopped whatever happens
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self._closing = True
         with contextlib.suppress(OSError):

@@ -36,11 +36,8 @@ ORIGIN_FORBIDDEN = Script([b"no"], 403, "Forbidden", {"Content-Type": "text/plai
 
 @pytest.fixture
 def proxy() -> Iterator[StandIn]:
-    stand_in = StandIn().start()
-    try:
+    with StandIn() as stand_in:
         yield stand_in
-    finally:
-        stand_in.stop()
 
 
 def koala(*args: str, no_proxy: str | None = None, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -134,37 +134,28 @@ def _alpha_and_beta(dirs: Dirs) -> None:
     (dirs.config / "roles" / "shell.md").write_text("Shell.")
 
 
-@needs_zsh
-def test_zsh_offers_profiles_roles_and_models(tmp_path: Path, dirs: Dirs) -> None:
-    """The script's own variables must not be zsh's: a local `path` is $PATH, emptied."""
-    script = script_for("zsh", tmp_path)
+@pytest.mark.parametrize("shell", [pytest.param("zsh", marks=needs_zsh), pytest.param("fish", marks=needs_fish)])
+def test_zsh_and_fish_offer_profiles_roles_and_models(tmp_path: Path, dirs: Dirs, shell: str) -> None:
+    """The script's own variables must not be the shell's (zsh: a local `path` is $PATH,
+    emptied); after -p, -r and -m, names only (as bash): a file there is not one of them."""
+    complete = SHELLS[shell]
+    script = script_for(shell, tmp_path)
     _alpha_and_beta(dirs)
     (tmp_path / "notes.txt").write_text("")
-    assert zsh_complete(script, "ask", "-p", "", cwd=tmp_path) == ["alpha", "beta"]
-    assert zsh_complete(script, "chat", "--profile", "b", cwd=tmp_path) == ["beta"]
-    assert zsh_complete(script, "ask", "-r", "", cwd=tmp_path) == ["reviewer", "shell"]
-    assert "gpt-4o" in zsh_complete(script, "ask", "-m", "", cwd=tmp_path)
-    assert (dirs.cache / "models.txt").is_file()
-    assert zsh_complete(script, "as", cwd=tmp_path) == ["ask"]
-    assert zsh_complete(script, "ask", "--js", cwd=tmp_path) == ["--json"]
-    assert zsh_complete(script, "ask", "-H", "no", cwd=tmp_path) == ["notes.txt"]
-
-
-@needs_fish
-def test_fish_offers_profiles_roles_and_models_and_no_files(tmp_path: Path, dirs: Dirs) -> None:
-    """After -p, -r and -m, names only (as bash): a file there is not a profile, role or model."""
-    script = script_for("fish", tmp_path)
-    _alpha_and_beta(dirs)
-    (tmp_path / "notes.txt").write_text("")
-    assert fish_complete(script, "ask", "-p", "", cwd=tmp_path) == ["alpha", "beta"]
-    assert fish_complete(script, "chat", "--profile", "b", cwd=tmp_path) == ["beta"]
-    assert fish_complete(script, "ask", "-r", "", cwd=tmp_path) == ["reviewer", "shell"]
-    models = fish_complete(script, "ask", "-m", "", cwd=tmp_path)
+    assert complete(script, "ask", "-p", "", cwd=tmp_path) == ["alpha", "beta"]
+    assert complete(script, "chat", "--profile", "b", cwd=tmp_path) == ["beta"]
+    assert complete(script, "ask", "-r", "", cwd=tmp_path) == ["reviewer", "shell"]
+    models = complete(script, "ask", "-m", "", cwd=tmp_path)
     assert "gpt-4o" in models
-    assert "notes.txt" not in models
     assert (dirs.cache / "models.txt").is_file()
-    assert fish_complete(script, "ask", "-H", "no", cwd=tmp_path) == ["notes.txt"]
-    assert fish_complete(script, "models", "--provider", "", cwd=tmp_path) == ["koala", "openai"]
+    if shell == "zsh":
+        assert zsh_complete(script, "as", cwd=tmp_path) == ["ask"]
+        assert zsh_complete(script, "ask", "--js", cwd=tmp_path) == ["--json"]
+        assert zsh_complete(script, "ask", "-H", "no", cwd=tmp_path) == ["notes.txt"]
+    else:
+        assert "notes.txt" not in models
+        assert fish_complete(script, "ask", "-H", "no", cwd=tmp_path) == ["notes.txt"]
+        assert fish_complete(script, "models", "--provider", "", cwd=tmp_path) == ["koala", "openai"]
 
 
 @pytest.mark.parametrize(
