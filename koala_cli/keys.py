@@ -172,11 +172,10 @@ def _output_of(argv: tuple[str, ...]) -> subprocess.CompletedProcess[bytes]:
                     if len(output) > MAX_KEY_OUTPUT:
                         raise OverflowError
             process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        except BaseException as exc:  # over time or size, and Ctrl-C too, as subprocess.run does
             process.kill()
-            raise TimeoutError from None
-        except (TimeoutError, OverflowError):
-            process.kill()
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise TimeoutError from None
             raise
     return subprocess.CompletedProcess(list(argv), process.returncode, bytes(output))
 

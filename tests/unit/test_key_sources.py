@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -146,3 +147,32 @@ def test_a_command_that_ends_but_leaves_its_output_open_still_times_out(
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_an_interrupt_while_the_command_runs_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while a key command runs stops it, as subprocess.run did: a password manager
+    left waiting on the terminal would outlive koala."""
+    import os
+    import signal
+
+    from koala_cli import keys
+
+    real = keys._read_by
+    seen: list[bytes] = []
+
+    def interrupted_after_the_first_line(*args: object) -> bytes:
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(real(*args))  # type: ignore[arg-type]
+        return seen[0]
+
+    monkeypatch.setattr(keys, "_read_by", interrupted_after_the_first_line)
+    with pytest.raises(KeyboardInterrupt):
+        run_key_command(("sh", "-c", "echo $$; exec sleep 60"), "profile 'waits'")
+    pid = int(seen[0])
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
